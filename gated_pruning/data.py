@@ -1,0 +1,166 @@
+"""CIFAR-10/100 and a synthetic set, held as uint8 tensors on the training device.
+
+Sources, in order: `<root>/<name>.npz` (keys x_train y_train x_test y_test, HWC uint8, as in
+shared/data/cifar100.npz), then torchvision's CIFAR10/CIFAR100 classes (which download when
+`download=True` and the internet is reachable). Augmentation (pad-4 random crop, horizontal flip)
+and per-channel normalization run on whole batches on the device. The order and augmentation of
+epoch e depend only on (seed, e), so a run resumed mid-epoch sees the same batches.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gated_pruning.errors import DataError
+
+STATS = {  # per-channel mean and std of the training images
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, 3, H, W) uint8
+    y: torch.Tensor  # (N,) int64
+
+
+def _from_hwc(x: np.ndarray, y) -> Split:
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)))
+    return Split(x, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+
+
+def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Split]:
+    """(train, test) of CIFAR-10 or CIFAR-100 from `root`."""
+    root = os.path.expanduser(root)
+    npz = os.path.join(root, f"{name}.npz")
+    if os.path.isfile(npz):
+        try:
+            with np.load(npz) as f:
+                return _from_hwc(f["x_train"], f["y_train"]), _from_hwc(f["x_test"], f["y_test"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})")
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except Exception as e:  # noqa: BLE001 - download errors come as many types
+        how = ("the download failed" if download else "download is off (dataset.download=false)")
+        raise DataError(
+            f"{name} not found under {root!r} and {how}: put the official python archive "
+            f"(extracted: {cls.base_folder}/) or a {name}.npz there, set dataset.root=DIR, or run "
+            f"with internet and dataset.download=true [{type(e).__name__}: {str(e).strip()[:120]}]"
+        ) from None
+    return _from_hwc(train.data, train.targets), _from_hwc(test.data, test.targets)
+
+
+def synthetic(num_classes: int, train_size: int, test_size: int, seed: int,
+              image_size: int = 32, noise: float = 0.5) -> tuple[Split, Split]:
+    """Learnable random images: a smooth random template per class (4x4 colours upsampled, so
+    crops and flips keep it recognisable) plus Gaussian pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
+    templates = torch.nn.functional.interpolate(coarse, size=image_size, mode="bilinear")
+
+    def make(n):
+        y = torch.randint(0, num_classes, (n,), generator=g)
+        x = templates[y] + noise * torch.randn(n, 3, image_size, image_size, generator=g)
+        return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y)
+
+    return make(train_size), make(test_size)
+
+
+def subset(split: Split, n: int | None, seed: int) -> Split:
+    """A seeded random subset of n examples (random, since a test set may be sorted by class)."""
+    if n is None or n >= len(split.y):
+        return split
+    idx = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(seed))[:n]
+    idx = idx.sort().values
+    return Split(split.x[idx], split.y[idx])
+
+
+class Loader:
+    """Batches of a uint8 split kept on `device`; augmentation and normalization on the device."""
+
+    def __init__(self, split: Split, batch_size: int, device, mean, std, train: bool,
+                 seed: int = 0, pad: int = 4, flip: bool = True, drop_last: bool | None = None):
+        self.x = split.x.to(device)
+        self.y = split.y.to(device)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.train = train
+        self.seed = int(seed)
+        self.pad = pad if train else 0
+        self.flip = flip and train
+        self.drop_last = train if drop_last is None else drop_last
+        self.scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1).to(device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(device)
+        if self.pad:
+            self.x = torch.nn.functional.pad(self.x, (pad, pad, pad, pad))  # zero = black border
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.y)
+
+    def _plan(self, epoch: int):
+        """Order and augmentation of one epoch, a function of (seed, epoch) only."""
+        n = len(self.y)
+        if not self.train:
+            return torch.arange(n), None, None, None
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g)
+        oy = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
+        ox = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
+        flip = torch.rand(n, generator=g) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        return order, oy, ox, flip
+
+    def epoch(self, epoch: int = 0, start_batch: int = 0):
+        """Yield (x, y) batches of `epoch`, from batch index `start_batch` on."""
+        order, oy, ox, flip = self._plan(epoch)
+        dev = self.device
+        order = order.to(dev)
+        if self.train:
+            oy, ox, flip = oy.to(dev), ox.to(dev), flip.to(dev)
+            size = self.x.shape[-1] - 2 * self.pad
+            ar = torch.arange(size, device=dev)
+            ch = torch.arange(3, device=dev).view(1, 3, 1, 1)
+        for b in range(start_batch, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.train:
+                rows = (oy[idx, None] + ar).view(-1, 1, size, 1)
+                cols = ox[idx, None] + torch.where(flip[idx, None], size - 1 - ar, ar)
+                x = self.x[idx.view(-1, 1, 1, 1), ch, rows, cols.view(-1, 1, 1, size)]
+            else:
+                x = self.x[idx]
+            yield x.float().mul_(self.scale).add_(self.shift), self.y[idx]
+
+
+def build_data(cfg, device, seed: int):
+    """(train_loader, test_loader, num_classes) from the `dataset` config group."""
+    name = cfg.name
+    if name == "synthetic":
+        num_classes = int(cfg.num_classes)
+        train, test = synthetic(num_classes, int(cfg.train_size), int(cfg.test_size), seed=cfg.seed)
+    elif name in NUM_CLASSES:
+        num_classes = NUM_CLASSES[name]
+        train, test = load_cifar(name, cfg.root, cfg.download)
+        train = subset(train, cfg.train_size, seed)
+        test = subset(test, cfg.test_size, seed + 1)
+    else:
+        raise ValueError(f"dataset.name={name!r} is not one of cifar10, cifar100, synthetic")
+    mean, std = STATS[name]
+    train_loader = Loader(train, cfg.batch_size, device, mean, std, train=True, seed=seed,
+                          pad=cfg.pad, flip=cfg.flip)
+    test_loader = Loader(test, cfg.eval_batch_size, device, mean, std, train=False)
+    return train_loader, test_loader, num_classes

@@ -1,0 +1,21 @@
+"""Errors a user can fix. `run.py` prints their one-line message and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input: the message names what is wrong and what is allowed."""
+
+
+class ConfigError(UserError):
+    """A config value outside its allowed range."""
+
+
+class DataError(UserError):
+    """The data set is missing or unreadable; the message says how to supply it."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: missing, corrupt, or from another model or config."""
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite."""

@@ -1,0 +1,172 @@
+"""One run, wired from the config: data, model, optimizers, tracker; fit; prune; results.json.
+
+Wiring only: every piece lives in its own module and is named in the config by `_target_`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gated_pruning import checkpoint
+from gated_pruning.data import build_data
+from gated_pruning.errors import ConfigError
+from gated_pruning.optim import lr_lambda, split_parameters
+from gated_pruning.tracking import build_tracker
+from gated_pruning.train import Trainer
+
+RESULTS = "results.json"
+# keys that may differ between a run and its resumption
+RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device")
+
+
+def build(node, **kwargs):
+    """`hydra.utils.instantiate`, with a constructor's ValueError turned into a ConfigError."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from None
+        raise
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Ranges the constructors do not check themselves."""
+    checks = [
+        ("gamma", cfg.gamma >= 0, ">= 0"),
+        ("optimizer.lr", cfg.optimizer.lr > 0, "> 0"),
+        ("optimizer.weight_decay", cfg.optimizer.weight_decay >= 0, ">= 0"),
+        ("optimizer.momentum", 0 <= cfg.optimizer.momentum < 1, "in [0, 1)"),
+        ("trainer.epochs", cfg.trainer.epochs >= 1, ">= 1"),
+        ("dataset.batch_size", cfg.dataset.batch_size >= 1, ">= 1"),
+        ("dataset.eval_batch_size", cfg.dataset.eval_batch_size >= 1, ">= 1"),
+        ("prune.threshold", cfg.prune.threshold >= 0, ">= 0"),
+        ("prune.finetune_epochs", cfg.prune.finetune_epochs >= 0, ">= 0"),
+    ]
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be {allowed}")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
+    return device
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """The config a checkpoint must match to be resumed: everything but RESUMABLE_KEYS."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in RESUMABLE_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = c
+        for part in filter(None, parent.split(".")):
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return c
+
+
+def finalize_gates(model, opt_g) -> None:
+    """Keep the gates as trained: APG's prox point, binarized values for binary gates."""
+    if opt_g is not None:
+        opt_g.commit_prox()
+    with torch.no_grad():
+        for gate in model.gates():
+            gate.weight.copy_(gate.hard())
+
+
+def write_json(obj: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str | None = None) -> dict:
+    check_config(cfg)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    binarizer = build(cfg.binarizer)
+    o = cfg.optimizer
+    schedule_args = dict(milestones=o.milestones, factor=o.factor, warmup_epochs=o.warmup_epochs)
+    try:
+        lr_lambda(o.schedule, 1, 1, **schedule_args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    state = checkpoint.load(cfg.resume) if cfg.resume else None
+
+    train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
+    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer).to(device)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weights, gates = split_parameters(model)
+    opt_w = build(o.weights, params=weights)
+    opt_g = build(o.gates, params=gates) if gates else None
+    total = cfg.trainer.epochs * len(train_loader)
+    lam = lr_lambda(o.schedule, total, len(train_loader), **schedule_args)
+    sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, lam)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lam) if opt_g is not None else None
+
+    trainer = Trainer(model, train_loader, test_loader, opt_w, sched_w, cfg.trainer, opt_g=opt_g,
+                      sched_g=sched_g, run_dir=run_dir, fingerprint=fingerprint(cfg),
+                      eps=cfg.trainer.eps)
+    if state is not None:
+        trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    tracker = build_tracker(cfg.logger, config, run_name, run_dir, group=group,
+                            run_id=trainer.extra_state.get("wandb_id"))
+    trainer.tracker = tracker
+    trainer.extra_state["wandb_id"] = tracker.run_id
+    try:
+        start = time.perf_counter()
+        metrics = trainer.fit()
+        train_seconds = time.perf_counter() - start
+        history_final = trainer.gate_record()
+        finalize_gates(model, opt_g)
+        results = {
+            "config": config,
+            "run_name": run_name,
+            "device": str(device),
+            "metrics": metrics,
+            "train_seconds_this_process": train_seconds,
+            "gates": {
+                "layers": trainer.layer_names,
+                "channels": [b.conv.out_channels for _, b in model.conv_blocks()],
+                "final": history_final,
+                "history": trainer.history,
+                "dead_layers": sorted(trainer.dead_warned),
+            },
+            "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
+        }
+        torch.save({"model": model.state_dict(), "config": config}, os.path.join(run_dir, "model.pt"))
+        write_json(results, os.path.join(run_dir, RESULTS))
+        tracker.summary(summary_values(results))
+    finally:
+        tracker.finish()
+    return results
+
+
+def summary_values(results: dict) -> dict:
+    """Flat scalars of results.json for a tracker's run summary."""
+    out = {}
+    m = results["metrics"]
+    for split in ("train", "test"):
+        for k, v in m.get(split, {}).items():
+            out[f"final/{split}_{k}"] = v
+    final = results["gates"]["final"]
+    if final:
+        for name, z, c in zip(results["gates"]["layers"], final["zeros"], results["gates"]["channels"]):
+            out[f"final/zero_frac/{name}"] = z / c
+    return out

@@ -1,0 +1,103 @@
+"""Experiment tracking behind one small interface: `log`, `summary`, `finish`.
+
+`WandbTracker` logs to Weights & Biases; without an API key (or when the server cannot be
+reached) it falls back to offline mode by itself and says so in one line. A W&B failure never
+stops training: after one warning the tracker turns into a no-op. `NullTracker` does nothing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+class NullTracker:
+    run_id = None
+    run_dir = None
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def _say(msg: str) -> None:
+    print(f"wandb: {msg}", file=sys.stderr)
+
+
+class WandbTracker:
+    def __init__(self, project: str, config: dict, *, name: str | None = None,
+                 group: str | None = None, tags=None, mode: str | None = None,
+                 entity: str | None = None, dir: str | None = None, run_id: str | None = None,
+                 init_timeout: float = 30.0):
+        self.run = None
+        self.run_id = None
+        self.run_dir = None
+        try:
+            import wandb
+        except Exception as e:  # noqa: BLE001
+            _say(f"cannot import wandb ({e}); not logging")
+            return
+        self._wandb = wandb
+        mode = mode or os.environ.get("WANDB_MODE") or "online"
+        if mode == "online" and not wandb.login(prompt=False, verify=False):
+            mode = "offline"
+            _say("no API key found: logging offline; upload later with `wandb sync <run dir>/wandb/offline-run-*`")
+        kwargs = dict(project=project, entity=entity, name=name, group=group, tags=list(tags or []),
+                      config=config, dir=dir, reinit="finish_previous",
+                      id=run_id, resume="allow" if run_id else None,
+                      settings=wandb.Settings(init_timeout=init_timeout, console="off"))
+        try:
+            self.run = wandb.init(mode=mode, **kwargs)
+        except Exception as e:  # noqa: BLE001 - unreachable server, bad entity, ...
+            if mode != "online":
+                _say(f"init failed ({type(e).__name__}: {e}); not logging")
+                return
+            _say(f"cannot reach the server ({type(e).__name__}); logging offline, "
+                 "upload later with `wandb sync`")
+            try:
+                self.run = wandb.init(mode="offline", **kwargs)
+            except Exception as e2:  # noqa: BLE001
+                _say(f"offline init failed too ({type(e2).__name__}: {e2}); not logging")
+                return
+        self.run_id = self.run.id
+        self.run_dir = getattr(self.run, "dir", None)
+        try:  # a line per layer over steps: the natural axis for gate counts
+            self.run.define_metric("epoch")
+            self.run.define_metric("test/*", step_metric="epoch")
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _guard(self, what, fn):
+        if self.run is None:
+            return
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - logging must never stop training
+            _say(f"{what} failed ({type(e).__name__}: {e}); logging disabled for this run")
+            self.run = None
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self._guard("log", lambda: self.run.log(metrics, step=step))
+
+    def summary(self, values: dict) -> None:
+        self._guard("summary", lambda: self.run.summary.update(values))
+
+    def finish(self) -> None:
+        self._guard("finish", lambda: self.run.finish())
+        self.run = None
+
+
+def build_tracker(cfg, config: dict, name: str | None, run_dir: str, group: str | None = None,
+                  run_id: str | None = None):
+    """A tracker from the `logger` config group (`wandb` or `none`)."""
+    if cfg.name == "none":
+        return NullTracker()
+    if cfg.name != "wandb":
+        raise ValueError(f"logger.name={cfg.name!r} is not one of wandb, none")
+    return WandbTracker(cfg.project, config, name=name, group=cfg.group or group, tags=cfg.tags,
+                        mode=cfg.mode, entity=cfg.entity, dir=run_dir, run_id=run_id,
+                        init_timeout=cfg.init_timeout)

@@ -1,0 +1,297 @@
+"""The training loop: epochs of steps, evaluation, gate statistics, checkpoints, exact resume.
+
+One loop serves the gated network (weights by SGD, gates by APG or GateSGD) and the fine-tuning
+of a pruned network (no gate optimizer). Nothing in a step reads a value back to the host: the
+loss, accuracy and the first non-finite step are accumulated on the device and read at log time.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from gated_pruning import checkpoint, stats
+from gated_pruning.errors import CheckpointError, Diverged
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint was saved. Carries its path."""
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, model, train_loader, test_loader, opt_w, sched_w, cfg, *, opt_g=None,
+                 sched_g=None, tracker=None, run_dir=".", fingerprint=None, eps=1e-3,
+                 log_prefix=""):
+        self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
+        self.opt_w, self.sched_w, self.opt_g, self.sched_g = opt_w, sched_w, opt_g, sched_g
+        self.cfg = cfg
+        self.tracker = tracker
+        self.run_dir = run_dir
+        self.fingerprint = fingerprint or {}
+        self.eps = eps
+        self.prefix = log_prefix
+        self.device = train_loader.device
+        self.layer_names = [n for n, b in model.conv_blocks() if b.gate is not None]
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.history: list[dict] = []
+        self.metrics: dict = {}
+        self.dead_warned: set = set()
+        self.extra_state: dict = {}
+        self._stop_signal = None
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self._seen = 0
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._dstep = torch.zeros((), dtype=torch.long, device=self.device)
+
+    # -- views and statistics ---------------------------------------------------------------
+    def gate_view(self):
+        """Parameters as trained: APG's prox point for evaluation, counts and pruning."""
+        return self.opt_g.prox_view() if self.opt_g is not None else contextlib.nullcontext()
+
+    def gate_record(self) -> dict | None:
+        if not self.layer_names:
+            return None
+        with self.gate_view():
+            counts = stats.gate_counts(self.model, self.eps).tolist()
+        rec = {"step": self.step, "epoch": self.step / len(self.train_loader)}
+        for i, key in enumerate(stats.COUNT_KEYS[:3]):
+            rec[key] = [r[i] for r in counts]
+        for name in stats.dead_layers(self.layer_names, counts):
+            if name not in self.dead_warned:
+                self.dead_warned.add(name)
+                print(f"warning: every gate of {name} is zero at step {self.step}: the layer "
+                      "outputs nothing (pruning keeps one zero channel, see README)", file=sys.stderr)
+        return rec
+
+    def _log_gates(self, rec: dict) -> dict:
+        out = {}
+        channels = [b.conv.out_channels for n, b in self.model.conv_blocks() if b.gate is not None]
+        for name, z, o, c in zip(self.layer_names, rec["zeros"], rec["ones"], channels):
+            out[f"gates_zero_frac/{name}"] = z / c
+            out[f"gates_one_frac/{name}"] = o / c
+        out["gates_zero_frac/all"] = sum(rec["zeros"]) / sum(channels)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, model=None) -> dict:
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        loss = torch.zeros((), device=self.device)
+        top1 = torch.zeros((), dtype=torch.long, device=self.device)
+        top5 = torch.zeros((), dtype=torch.long, device=self.device)
+        with self.gate_view() if model is self.model else contextlib.nullcontext():
+            for x, y in self.test_loader.epoch():
+                with self._autocast():
+                    out = model(self._layout(x))
+                loss += F.cross_entropy(out.float(), y, reduction="sum")
+                pred = out.topk(min(5, out.shape[1]), dim=1).indices
+                hit = pred == y[:, None]
+                top1 += hit[:, 0].sum()
+                top5 += hit.any(dim=1).sum()
+        model.train(was_training)
+        n = self.test_loader.num_examples
+        return {"loss": loss.item() / n, "top1": top1.item() / n, "top5": top5.item() / n}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_finite(self) -> None:
+        bad = int(self._first_bad.item())
+        if bad >= 0:
+            raise Diverged(f"training loss became NaN or infinite at step {bad} (epoch "
+                           f"{bad // len(self.train_loader)}); lower the learning rate or gamma; "
+                           f"the last good checkpoint, if any, is {self.checkpoint_path()}")
+
+    def _train_step(self, x, y):
+        with self._autocast():
+            out = self.model(self._layout(x))
+            loss = F.cross_entropy(out.float(), y)
+        self.opt_w.zero_grad(set_to_none=True)
+        if self.opt_g is not None:
+            self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_w.step()
+        self.sched_w.step()
+        if self.opt_g is not None:
+            self.opt_g.step()
+            self.sched_g.step()
+        loss = loss.detach()
+        self._first_bad = torch.where(torch.isfinite(loss) | (self._first_bad >= 0),
+                                      self._first_bad, self._dstep)
+        self._dstep += 1
+        self._loss_sum += loss * len(y)
+        self._correct += (out.detach().argmax(1) == y).sum()
+        self._seen += len(y)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        steps_per_epoch = len(self.train_loader)
+        if steps_per_epoch == 0:
+            raise ValueError(f"the training set ({self.train_loader.num_examples} examples) is "
+                             f"smaller than dataset.batch_size={self.train_loader.batch_size}")
+        self.model.train()
+        with self._sigterm_saves():
+            while self.epoch < cfg.epochs:
+                batches = self.train_loader.epoch(self.epoch, self.batch)
+                bar = _progress(batches, total=steps_per_epoch, initial=self.batch,
+                                desc=f"{self.prefix}epoch {self.epoch + 1}/{cfg.epochs}",
+                                enabled=cfg.progress)
+                for x, y in bar:
+                    self._train_step(x, y)
+                    self.step += 1
+                    self.batch += 1
+                    if cfg.log_every and self.step % cfg.log_every == 0:
+                        self._log_train(bar)
+                    if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+                        self._check_finite()
+                        self.save_checkpoint()
+                    if self._stop_signal is not None:
+                        self._check_finite()
+                        path = self.save_checkpoint()
+                        raise Preempted(path)
+                self._end_epoch()
+        return self.metrics
+
+    def _log_train(self, bar=None) -> None:
+        self._check_finite()
+        loss = self._loss_sum.item() / max(1, self._seen)
+        metrics = {f"{self.prefix}train/loss": loss, f"{self.prefix}lr": self.opt_w.param_groups[0]["lr"],
+                   f"{self.prefix}epoch": self.step / len(self.train_loader)}
+        rec = self.gate_record()
+        if rec is not None:
+            self.history.append(rec)
+            metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
+        if bar is not None and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.3f}")
+        if self.tracker is not None:
+            self.tracker.log(metrics, step=self.step)
+
+    def _end_epoch(self) -> None:
+        self._check_finite()
+        train = {"loss": self._loss_sum.item() / max(1, self._seen),
+                 "top1": self._correct.item() / max(1, self._seen)}
+        test = self.evaluate()
+        self.epoch += 1
+        self.batch = 0
+        self._loss_sum.zero_()
+        self._correct.zero_()
+        self._seen = 0
+        self.metrics = {"epoch": self.epoch, "step": self.step, "train": train, "test": test}
+        metrics = {f"{self.prefix}train/epoch_loss": train["loss"],
+                   f"{self.prefix}train/epoch_top1": train["top1"],
+                   **{f"{self.prefix}test/{k}": v for k, v in test.items()},
+                   f"{self.prefix}epoch": self.epoch}
+        rec = self.gate_record()
+        if rec is not None:
+            rec["test_top1"] = test["top1"]
+            self.history.append(rec)
+            metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
+        if self.tracker is not None:
+            self.tracker.log(metrics, step=self.step)
+        if self.cfg.progress:
+            print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} "
+                  f"test loss {test['loss']:.4f} top1 {test['top1']:.4f} top5 {test['top5']:.4f}",
+                  file=sys.stderr)
+        if self.cfg.checkpoint:
+            self.save_checkpoint()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def checkpoint_path(self) -> str:
+        return os.path.join(self.run_dir, self.prefix.replace("/", "_") + checkpoint.FILENAME)
+
+    def state_dict(self) -> dict:
+        return {
+            "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(),
+            "opt_w": self.opt_w.state_dict(), "sched_w": self.sched_w.state_dict(),
+            "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
+            "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
+            "rng": _rng_state(),
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "history": self.history, "metrics": self.metrics,
+            "dead_warned": sorted(self.dead_warned),
+            "running": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
+                        "first_bad": self._first_bad, "dstep": self._dstep},
+            "extra": self.extra_state,
+        }
+
+    def save_checkpoint(self) -> str:
+        path = self.checkpoint_path()
+        checkpoint.save(self.state_dict(), path)
+        return path
+
+    def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
+        checkpoint.check_compatible(state.get("fingerprint", {}), self.fingerprint, path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt_w.load_state_dict(state["opt_w"])
+            self.sched_w.load_state_dict(state["sched_w"])
+            if self.opt_g is not None:
+                self.opt_g.load_state_dict(state["opt_g"])
+                self.sched_g.load_state_dict(state["sched_g"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(
+                f"resume={path}: checkpoint does not match this model/optimizer "
+                f"({str(e).splitlines()[0][:200]})") from None
+        _set_rng_state(state["rng"])
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.history, self.metrics = state["history"], state["metrics"]
+        self.dead_warned = set(state["dead_warned"])
+        r = state["running"]
+        self._loss_sum = r["loss_sum"].to(self.device)
+        self._correct = r["correct"].to(self.device)
+        self._seen = r["seen"]
+        self._first_bad = r["first_bad"].to(self.device)
+        self._dstep = r["dstep"].to(self.device)
+        self.extra_state = state.get("extra", {})
+
+    @contextlib.contextmanager
+    def _sigterm_saves(self):
+        """While training, SIGTERM finishes the current step, saves a checkpoint and stops."""
+        def handler(signum, frame):
+            self._stop_signal = signum
+
+        try:
+            previous = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _progress(it, total, initial, desc, enabled):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                file=sys.stderr, mininterval=1.0)

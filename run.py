@@ -1,0 +1,19 @@
+"""Train a gated VGG: `python run.py [overrides]`, or a sweep: `python run.py -m gamma=1e-4,1e-3`."""
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gated_pruning import cli
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    return cli.run_job(cfg, hc)
+
+
+if __name__ == "__main__":
+    cli.check_overrides(sys.argv[1:])
+    main()

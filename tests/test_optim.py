@@ -1,0 +1,131 @@
+"""APG and GateSGD against steps computed by hand from MISSION.md's equations."""
+import pytest
+import torch
+
+from gated_pruning.optim import APG, GateSGD, lr_lambda, soft_threshold
+
+
+def step(opt, p, grad):
+    p.grad = torch.tensor(grad)
+    opt.step()
+
+
+def close(a, b):
+    torch.testing.assert_close(a, torch.tensor(b), rtol=0, atol=1e-6)
+
+
+def test_soft_threshold_lands_exactly_on_zero():
+    z = torch.tensor([0.3, 0.1, -0.05, -0.1, -0.4, 0.0])
+    out = soft_threshold(z, 0.1)
+    close(out, [0.2, 0.0, 0.0, 0.0, -0.3, 0.0])
+    assert (out[1:4] == 0).all()
+
+
+def test_apg_two_steps_by_hand_lookahead_no_clamp():
+    # lr 0.1, gamma 1 -> threshold 0.1; mu 0.9
+    p = torch.nn.Parameter(torch.tensor([1.0, 0.05, -0.3]))
+    opt = APG([p], lr=0.1, momentum=0.9, gamma=1.0, clamp=False, forward="lookahead")
+    step(opt, p, [0.5, 0.2, -1.0])
+    # z = [0.95, 0.03, -0.2]; s = [0.85, 0, -0.1]; v = s - w = [-0.15, -0.05, 0.2]
+    # w = s + 0.9 v = [0.715, -0.045, 0.08]
+    close(p.detach(), [0.715, -0.045, 0.08])
+    close(opt.state[p]["prox"], [0.85, 0.0, -0.1])
+    assert opt.state[p]["prox"][1] == 0  # exactly
+    close(opt.state[p]["momentum_buffer"], [-0.15, -0.05, 0.2])
+    step(opt, p, [0.1, 0.0, 0.3])
+    # z = [0.705, -0.045, 0.05]; s = [0.605, 0, 0]
+    # v = s - w + 0.9 v = [-0.245, 0, 0.1]; w = s + 0.9 v = [0.3845, 0, 0.09]
+    close(opt.state[p]["prox"], [0.605, 0.0, 0.0])
+    close(opt.state[p]["momentum_buffer"], [-0.245, 0.0, 0.1])
+    close(p.detach(), [0.3845, 0.0, 0.09])
+    with opt.prox_view():
+        close(p.detach(), [0.605, 0.0, 0.0])
+    close(p.detach(), [0.3845, 0.0, 0.09])  # restored
+
+
+def test_apg_clamp_at_zero_and_prox_forward_point():
+    p = torch.nn.Parameter(torch.tensor([1.0, 0.05, -0.3]))
+    opt = APG([p], lr=0.1, momentum=0.9, gamma=1.0, clamp=True, forward="prox")
+    step(opt, p, [0.5, 0.2, -1.0])
+    # s = max([0.85, 0, -0.1], 0) = [0.85, 0, 0]; v = [-0.15, -0.05, 0.3]; w = [0.715, -0.045, 0.27]
+    close(p.detach(), [0.85, 0.0, 0.0])  # the forward sees s
+    close(opt.state[p]["lookahead"], [0.715, -0.045, 0.27])
+    # second step: the gradient (taken at s) is applied at the look-ahead point w
+    step(opt, p, [0.1, 0.0, 0.3])
+    # z = [0.705, -0.045, 0.24]; s = [0.605, 0, 0.14]
+    close(p.detach(), [0.605, 0.0, 0.14])
+
+
+def test_apg_gamma_zero_is_nesterov_momentum():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(7))
+    b = torch.nn.Parameter(a.detach().clone())
+    apg = APG([a], lr=0.05, momentum=0.9, gamma=0.0, clamp=False)
+    sgd = torch.optim.SGD([b], lr=0.05, momentum=0.9, nesterov=True)
+    for _ in range(6):
+        g = torch.randn(7)
+        a.grad, b.grad = g.clone(), g.clone()
+        apg.step()
+        sgd.step()
+    torch.testing.assert_close(a.detach(), b.detach())  # float32 rounding of another order
+
+
+def test_apg_zero_gate_settles_to_exact_zero_in_lookahead():
+    p = torch.nn.Parameter(torch.tensor([0.05]))
+    opt = APG([p], lr=0.1, momentum=0.9, gamma=1.0, clamp=False)
+    for _ in range(3):
+        step(opt, p, [0.0])
+    assert p.item() == 0.0 and opt.state[p]["prox"].item() == 0.0
+
+
+def test_apg_lr_follows_a_scheduler():
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = APG([p], lr=0.1, momentum=0.0, gamma=0.0, clamp=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 ** t)
+    step(opt, p, [1.0]); sched.step()   # lr 0.1
+    step(opt, p, [1.0]); sched.step()   # lr 0.05
+    close(p.detach(), [0.85])
+
+
+def test_gate_sgd_two_steps_by_hand():
+    p = torch.nn.Parameter(torch.tensor([0.5, -0.2, 0.0]))
+    opt = GateSGD([p], lr=0.1, momentum=0.9, gamma=0.5)
+    step(opt, p, [0.1, 0.1, 0.1])
+    # grad + 0.5 sign(w) = [0.6, -0.4, 0.1]; w -= 0.1 * buf
+    close(p.detach(), [0.44, -0.16, -0.01])
+    step(opt, p, [0.0, 0.0, 0.0])
+    # buf = 0.9 [0.6, -0.4, 0.1] + 0.5 sign([0.44, -0.16, -0.01]) = [1.04, -0.86, -0.41]
+    close(p.detach(), [0.336, -0.074, 0.031])
+
+
+def test_gate_sgd_gamma_zero_is_momentum_sgd():
+    torch.manual_seed(1)
+    a = torch.nn.Parameter(torch.randn(5))
+    b = torch.nn.Parameter(a.detach().clone())
+    o1 = GateSGD([a], lr=0.1, momentum=0.9, gamma=0.0)
+    o2 = torch.optim.SGD([b], lr=0.1, momentum=0.9)
+    for _ in range(4):
+        g = torch.randn(5)
+        a.grad, b.grad = g.clone(), g.clone()
+        o1.step(); o2.step()
+    torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=0.0), "lr"), (dict(lr=0.1, gamma=-1.0), "gamma"),
+    (dict(lr=0.1, forward="middle"), "forward"), (dict(lr=0.1, momentum=1.0), "momentum"),
+])
+def test_apg_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        APG([torch.nn.Parameter(torch.ones(2))], **kwargs)
+
+
+def test_schedules():
+    cos = lr_lambda("cosine", total_steps=10, steps_per_epoch=5)
+    assert cos(0) == 1.0 and abs(cos(5) - 0.5) < 1e-9 and cos(10) == 0.0
+    ms = lr_lambda("multistep", total_steps=100, steps_per_epoch=10, milestones=[0.5, 0.75])
+    assert [ms(49), ms(50), ms(74), ms(75)] == [1.0, 0.1, 0.1, pytest.approx(0.01)]
+    warm = lr_lambda("constant", total_steps=100, steps_per_epoch=10, warmup_epochs=1)
+    assert warm(0) == 0.1 and warm(9) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        lr_lambda("linear", 10, 5)

@@ -1,0 +1,67 @@
+"""End to end through run.py: a smoke run, a multirun sweep, CIFAR-100 in the real formats."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gated_pruning import experiment
+
+from conftest import SHARED_CIFAR100, make_cfg, run_py
+
+
+def read_results(d):
+    with open(os.path.join(d, "results.json")) as f:
+        return json.load(f)
+
+
+def test_smoke_run_leaves_results_json(tmp_path):
+    r = run_py("experiment=smoke", "binarizer=threshold", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    res = read_results(tmp_path)
+    assert res["config"]["binarizer"]["_target_"].endswith("ThresholdBinarizer")
+    assert res["metrics"]["epoch"] == 2 and 0 <= res["metrics"]["test"]["top1"] <= 1
+    layers = res["gates"]["layers"]
+    assert layers == [f"conv{i}" for i in range(8)]
+    final = res["gates"]["final"]
+    assert [z + o for z, o in zip(final["zeros"], final["ones"])] == res["gates"]["channels"]
+    # history: every log_every=4 steps and every epoch end, 8 steps an epoch
+    assert [h["step"] for h in res["gates"]["history"]] == [4, 8, 8, 12, 16, 16]
+    assert "test_top1" in res["gates"]["history"][2]
+
+
+def test_multirun_of_two_gammas(tmp_path):
+    r = run_py("-m", "experiment=smoke", "gamma=0,0.05", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    runs = sorted(glob.glob(str(tmp_path / "*" / "results.json")))
+    assert len(runs) == 2
+    gammas = sorted(json.load(open(p))["config"]["gamma"] for p in runs)
+    assert gammas == [0.0, 0.05]
+
+
+def test_apg_zeroes_gates_and_high_gamma_zeroes_more(tmp_path):
+    zeros = {}
+    for gamma in (0.0, 0.2):
+        cfg = make_cfg("experiment=smoke", f"gamma={gamma}", "trainer.epochs=3")
+        zeros[gamma] = sum(experiment.run(cfg, str(tmp_path / str(gamma)))["gates"]["final"]["zeros"])
+    assert zeros[0.0] == 0 and zeros[0.2] > 0
+
+
+def test_run_on_torchvision_cifar100_files(cifar100_files, tmp_path):
+    root, _ = cifar100_files
+    cfg = make_cfg("experiment=smoke", "dataset=cifar100", f"dataset.root={root}",
+                   "dataset.download=false", "dataset.batch_size=16", "trainer.epochs=1")
+    res = experiment.run(cfg, str(tmp_path))
+    assert res["metrics"]["step"] == 60 // 16
+    assert os.path.isfile(tmp_path / "results.json")
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_CIFAR100),
+                    reason="the real CIFAR-100 (../shared/data/cifar100.npz) is not on this machine")
+def test_short_run_on_real_cifar100_learns_above_chance(tmp_path):
+    cfg = make_cfg("experiment=smoke", "dataset=cifar100", f"dataset.root={os.path.dirname(SHARED_CIFAR100)}",
+                   "dataset.train_size=10000", "dataset.test_size=2000", "dataset.batch_size=100",
+                   "model.width=0.25", "optimizer.lr=0.05", "trainer.epochs=2")
+    res = experiment.run(cfg, str(tmp_path))
+    assert res["metrics"]["test"]["top1"] > 0.04, res["metrics"]  # chance is 0.01
