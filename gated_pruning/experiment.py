@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import torch
@@ -13,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning import checkpoint
+from gated_pruning import checkpoint, prune
 from gated_pruning.data import build_data
 from gated_pruning.errors import ConfigError
 from gated_pruning.optim import lr_lambda, split_parameters
@@ -151,11 +152,45 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
         }
         torch.save({"model": model.state_dict(), "config": config}, os.path.join(run_dir, "model.pt"))
+        if cfg.prune.enabled:
+            results["prune"] = prune_run(model, cfg, trainer, run_dir)
         write_json(results, os.path.join(run_dir, RESULTS))
         tracker.summary(summary_values(results))
     finally:
         tracker.finish()
     return results
+
+
+def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> dict:
+    """Cut the zero-gate channels, measure dense vs compact, optionally fine-tune, save."""
+    small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate)
+    for name in result["dead_layers"]:
+        print(f"warning: every gate of {name} is zero: the pruned network keeps one zero channel "
+              "there and outputs a constant", file=sys.stderr)
+    p = result["compact"]
+    print(f"pruned: params {result['kept']['params']:.1%} kept, FLOPs {result['kept']['flops']:.1%} "
+          f"kept, latency x{result['speedup']:.2f} faster, top1 {result['test']['dense']['top1']:.4f} "
+          f"-> {result['test']['compact']['top1']:.4f}, widths {p['widths']}", file=sys.stderr)
+    top1 = result["test"]["compact"]["top1"]
+    if cfg.prune.finetune_epochs:
+        small.train()
+        opt = torch.optim.SGD(small.parameters(), lr=cfg.prune.finetune_lr,
+                              momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay)
+        steps = len(trainer.train_loader)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda("cosine", cfg.prune.finetune_epochs * steps, steps))
+        tcfg = OmegaConf.merge(cfg.trainer, {"epochs": cfg.prune.finetune_epochs, "checkpoint": False,
+                                             "checkpoint_every_steps": 0})
+        tuner = Trainer(small, trainer.train_loader, trainer.test_loader, opt, sched, tcfg,
+                        tracker=trainer.tracker, run_dir=run_dir, log_prefix="finetune/",
+                        step_offset=trainer.step)
+        test = tuner.fit()["test"]
+        result["finetune"] = {"epochs": cfg.prune.finetune_epochs, "lr": cfg.prune.finetune_lr, "test": test}
+        top1 = test["top1"]
+    meta = prune.compact_meta(cfg, result)
+    meta["test_top1"] = top1
+    prune.save_compact(small, os.path.join(run_dir, prune.COMPACT_FILE), meta)
+    return result
 
 
 def summary_values(results: dict) -> dict:
@@ -169,4 +204,12 @@ def summary_values(results: dict) -> dict:
     if final:
         for name, z, c in zip(results["gates"]["layers"], final["zeros"], results["gates"]["channels"]):
             out[f"final/zero_frac/{name}"] = z / c
+    pr = results.get("prune")
+    if pr:
+        out.update({"prune/params_kept": pr["kept"]["params"], "prune/flops_kept": pr["kept"]["flops"],
+                    "prune/speedup": pr["speedup"], "prune/compact_top1": pr["test"]["compact"]["top1"],
+                    "prune/dense_latency_ms": pr["dense"]["latency_ms"],
+                    "prune/compact_latency_ms": pr["compact"]["latency_ms"]})
+        if pr["finetune"]:
+            out["prune/finetuned_top1"] = pr["finetune"]["test"]["top1"]
     return out

@@ -39,7 +39,7 @@ def _set_rng_state(state: dict) -> None:
 class Trainer:
     def __init__(self, model, train_loader, test_loader, opt_w, sched_w, cfg, *, opt_g=None,
                  sched_g=None, tracker=None, run_dir=".", fingerprint=None, eps=1e-3,
-                 log_prefix=""):
+                 log_prefix="", step_offset=0):
         self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
         self.opt_w, self.sched_w, self.opt_g, self.sched_g = opt_w, sched_w, opt_g, sched_g
         self.cfg = cfg
@@ -48,6 +48,7 @@ class Trainer:
         self.fingerprint = fingerprint or {}
         self.eps = eps
         self.prefix = log_prefix
+        self.step_offset = step_offset  # added to the step reported to the tracker
         self.device = train_loader.device
         self.layer_names = [n for n, b in model.conv_blocks() if b.gate is not None]
         self.epoch, self.batch, self.step = 0, 0, 0
@@ -91,26 +92,11 @@ class Trainer:
         out["gates_zero_frac/all"] = sum(rec["zeros"]) / sum(channels)
         return out
 
-    @torch.no_grad()
     def evaluate(self, model=None) -> dict:
+        """Test loss, top-1, top-5 of the trained network (gates as trained), or of `model`."""
         model = model or self.model
-        was_training = model.training
-        model.eval()
-        loss = torch.zeros((), device=self.device)
-        top1 = torch.zeros((), dtype=torch.long, device=self.device)
-        top5 = torch.zeros((), dtype=torch.long, device=self.device)
         with self.gate_view() if model is self.model else contextlib.nullcontext():
-            for x, y in self.test_loader.epoch():
-                with self._autocast():
-                    out = model(self._layout(x))
-                loss += F.cross_entropy(out.float(), y, reduction="sum")
-                pred = out.topk(min(5, out.shape[1]), dim=1).indices
-                hit = pred == y[:, None]
-                top1 += hit[:, 0].sum()
-                top5 += hit.any(dim=1).sum()
-        model.train(was_training)
-        n = self.test_loader.num_examples
-        return {"loss": loss.item() / n, "top1": top1.item() / n, "top5": top5.item() / n}
+            return evaluate(model, self.test_loader, self._autocast, self._layout)
 
     # -- the loop ---------------------------------------------------------------------------
     def _layout(self, x):
@@ -190,7 +176,7 @@ class Trainer:
         if bar is not None and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
         if self.tracker is not None:
-            self.tracker.log(metrics, step=self.step)
+            self.tracker.log(metrics, step=self.step + self.step_offset)
 
     def _end_epoch(self) -> None:
         self._check_finite()
@@ -213,7 +199,7 @@ class Trainer:
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
         if self.tracker is not None:
-            self.tracker.log(metrics, step=self.step)
+            self.tracker.log(metrics, step=self.step + self.step_offset)
         if self.cfg.progress:
             print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} "
                   f"test loss {test['loss']:.4f} top1 {test['top1']:.4f} top5 {test['top5']:.4f}",
@@ -286,6 +272,27 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+@torch.no_grad()
+def evaluate(model, loader, autocast=contextlib.nullcontext, layout=lambda x: x) -> dict:
+    """Loss, top-1 and top-5 of `model` (in eval mode) over every batch of `loader`."""
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    loss = torch.zeros((), device=device)
+    top1 = torch.zeros((), dtype=torch.long, device=device)
+    top5 = torch.zeros((), dtype=torch.long, device=device)
+    for x, y in loader.epoch():
+        with autocast():
+            out = model(layout(x))
+        loss += F.cross_entropy(out.float(), y, reduction="sum")
+        hit = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
+        top1 += hit[:, 0].sum()
+        top5 += hit.any(dim=1).sum()
+    model.train(was_training)
+    n = loader.num_examples
+    return {"loss": loss.item() / n, "top1": top1.item() / n, "top5": top5.item() / n}
 
 
 def _progress(it, total, initial, desc, enabled):
