@@ -16,4 +16,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     cli.check_overrides(sys.argv[1:])
+    cli.check_output_dir(sys.argv[1:])
     main()

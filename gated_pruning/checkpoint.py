@@ -7,6 +7,7 @@ import tempfile
 
 import torch
 
+from gated_pruning.config import flatten
 from gated_pruning.errors import CheckpointError
 
 FORMAT = 1
@@ -52,17 +53,6 @@ def load(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"resume={path}: not a gated_pruning checkpoint (format "
                               f"{obj.get('format') if isinstance(obj, dict) else type(obj).__name__})")
     return obj
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def check_compatible(saved: dict, current: dict, path: str) -> None:

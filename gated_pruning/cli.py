@@ -47,6 +47,27 @@ def check_overrides(args: list[str], conf_dir: str = CONF_DIR) -> None:
                      f"(allowed: {', '.join(groups[key])})")
 
 
+def check_output_dir(args: list[str]) -> None:
+    """Exit with one line if the run (or sweep) directory cannot be created and written."""
+    import tempfile
+
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    path = "multirun" if multirun else "outputs"
+    for a in args:
+        if a.startswith(key + "="):
+            path = a.split("=", 1)[1]
+    base = os.path.abspath(path.split("${")[0] or ".")
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    try:
+        if not os.path.isdir(base):
+            raise NotADirectoryError(f"{base} is not a directory")
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=base))
+    except OSError as e:
+        fail(f"{key}={path}: cannot create the output directory there ({e})")
+
+
 def run_job(cfg, hydra_config) -> float:
     """One Hydra job: run the experiment, exit with one line on a user error."""
     from hydra.types import RunMode
@@ -61,7 +82,8 @@ def run_job(cfg, hydra_config) -> float:
     if hydra_config.mode == RunMode.MULTIRUN:
         group = os.path.basename(os.path.normpath(hydra_config.sweep.dir))
     try:
-        results = experiment.run(cfg, run_dir, run_name=name, group=group)
+        choices = {k: v for k, v in hydra_config.runtime.choices.items() if not k.startswith("hydra")}
+        results = experiment.run(cfg, run_dir, run_name=name, group=group, choices=choices)
     except UserError as e:
         fail(str(e))
     except Preempted as e:

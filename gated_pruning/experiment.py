@@ -16,14 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning import checkpoint, prune
 from gated_pruning.data import build_data
+from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
 from gated_pruning.optim import lr_lambda, split_parameters
 from gated_pruning.tracking import build_tracker
 from gated_pruning.train import Trainer
 
 RESULTS = "results.json"
-# keys that may differ between a run and its resumption
-RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device")
 
 
 def build(node, **kwargs):
@@ -37,24 +36,6 @@ def build(node, **kwargs):
         raise
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Ranges the constructors do not check themselves."""
-    checks = [
-        ("gamma", cfg.gamma >= 0, ">= 0"),
-        ("optimizer.lr", cfg.optimizer.lr > 0, "> 0"),
-        ("optimizer.weight_decay", cfg.optimizer.weight_decay >= 0, ">= 0"),
-        ("optimizer.momentum", 0 <= cfg.optimizer.momentum < 1, "in [0, 1)"),
-        ("trainer.epochs", cfg.trainer.epochs >= 1, ">= 1"),
-        ("dataset.batch_size", cfg.dataset.batch_size >= 1, ">= 1"),
-        ("dataset.eval_batch_size", cfg.dataset.eval_batch_size >= 1, ">= 1"),
-        ("prune.threshold", cfg.prune.threshold >= 0, ">= 0"),
-        ("prune.finetune_epochs", cfg.prune.finetune_epochs >= 0, ">= 0"),
-    ]
-    for key, ok, allowed in checks:
-        if not ok:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be {allowed}")
-
-
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,18 +46,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
     return device
-
-
-def fingerprint(cfg: DictConfig) -> dict:
-    """The config a checkpoint must match to be resumed: everything but RESUMABLE_KEYS."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUMABLE_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = c
-        for part in filter(None, parent.split(".")):
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return c
 
 
 def finalize_gates(model, opt_g) -> None:
@@ -95,7 +64,9 @@ def write_json(obj: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str | None = None) -> dict:
+def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str | None = None,
+        choices: dict | None = None) -> dict:
+    """Train, prune and report one run into `run_dir`; returns what results.json holds."""
     check_config(cfg)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -126,7 +97,7 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
     if state is not None:
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
-    tracker = build_tracker(cfg.logger, config, run_name, run_dir, group=group,
+    tracker = build_tracker(cfg.logger, tracker_config(cfg, choices), run_name, run_dir, group=group,
                             run_id=trainer.extra_state.get("wandb_id"))
     trainer.tracker = tracker
     trainer.extra_state["wandb_id"] = tracker.run_id
@@ -139,6 +110,7 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         results = {
             "config": config,
             "run_name": run_name,
+            "choices": choices or {},
             "device": str(device),
             "metrics": metrics,
             "train_seconds_this_process": train_seconds,
@@ -156,6 +128,13 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
             results["prune"] = prune_run(model, cfg, trainer, run_dir)
         write_json(results, os.path.join(run_dir, RESULTS))
         tracker.summary(summary_values(results))
+        history = trainer.history
+        if history:
+            tracker.line_series(
+                "charts/zero_gate_fraction", [h["epoch"] for h in history],
+                {n: [h["zeros"][i] / c for h in history]
+                 for i, (n, c) in enumerate(zip(trainer.layer_names, results["gates"]["channels"]))},
+                "fraction of zero gates per layer", "epoch")
     finally:
         tracker.finish()
     return results

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 

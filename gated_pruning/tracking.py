@@ -20,6 +20,9 @@ class NullTracker:
     def summary(self, values: dict) -> None:
         pass
 
+    def line_series(self, key: str, xs: list, series: dict, title: str, xname: str) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -85,6 +88,12 @@ class WandbTracker:
 
     def summary(self, values: dict) -> None:
         self._guard("summary", lambda: self.run.summary.update(values))
+
+    def line_series(self, key: str, xs: list, series: dict, title: str, xname: str) -> None:
+        """One chart with a line per series (e.g. per layer) over `xs`."""
+        plot = lambda: self._wandb.plot.line_series(  # noqa: E731
+            xs=xs, ys=list(series.values()), keys=list(series), title=title, xname=xname)
+        self._guard("line_series", lambda: self.run.log({key: plot()}))
 
     def finish(self) -> None:
         self._guard("finish", lambda: self.run.finish())

@@ -7,7 +7,6 @@ loss, accuracy and the first non-finite step are accumulated on the device and r
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import sys
@@ -87,8 +86,9 @@ class Trainer:
         out = {}
         channels = [b.conv.out_channels for n, b in self.model.conv_blocks() if b.gate is not None]
         for name, z, o, c in zip(self.layer_names, rec["zeros"], rec["ones"], channels):
+            out[f"gates_zero/{name}"] = z
+            out[f"gates_one/{name}"] = o
             out[f"gates_zero_frac/{name}"] = z / c
-            out[f"gates_one_frac/{name}"] = o / c
         out["gates_zero_frac/all"] = sum(rec["zeros"]) / sum(channels)
         return out
 
@@ -228,6 +228,12 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> str:
+        """Write the full training state atomically; a non-finite state is never written."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
+            raise Diverged(f"weights or BN statistics became NaN or infinite by step {self.step}; lower the "
+                           f"learning rate or gamma; the last good checkpoint, if any, is "
+                           f"{self.checkpoint_path()}")
         path = self.checkpoint_path()
         checkpoint.save(self.state_dict(), path)
         return path

@@ -1,6 +1,7 @@
 import hashlib
 import os
 import pickle
+import struct
 import subprocess
 import sys
 
@@ -23,7 +24,11 @@ def make_cfg(*overrides):
 def run_py(*args, cwd=None, env=None, timeout=600):
     """`python run.py args` in a subprocess; returns the CompletedProcess (never raises)."""
     e = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
-    e.update(env or {})
+    for k, v in (env or {}).items():  # None removes a variable
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd or ROOT,
                           env=e, capture_output=True, text=True, timeout=timeout)
 
@@ -64,3 +69,49 @@ def cifar100_files(tmp_path, monkeypatch):
     monkeypatch.setattr(cls, "test_list", [["test", md5["test"]]])
     monkeypatch.setattr(cls, "meta", dict(cls.meta, md5=md5["meta"]))
     return str(tmp_path), arrays
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B run file (`run-ID.wandb`: a ':W&B' header, then the
+    LevelDB log format: 32 KiB blocks of chunks with a 7-byte header)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", path
+    pos, block, buf, out = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        if kind == 0:  # zero padding to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:    # full
+            out.append(chunk)
+        elif kind == 2:  # first
+            buf = chunk
+        elif kind == 3:  # middle
+            buf += chunk
+        elif kind == 4:  # last
+            out.append(buf + chunk)
+    return [pb.Record.FromString(c) for c in out]
+
+
+def wandb_history(path):
+    """(run record, [history rows as {key: value}], merged summary) of a W&B run file."""
+    import json as _json
+
+    run, rows, summary = None, [], {}
+    for r in wandb_records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run = r.run
+        elif kind == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): _json.loads(i.value_json) for i in r.history.item})
+        elif kind == "summary":
+            summary.update({(u.key or "/".join(u.nested_key)): _json.loads(u.value_json) for u in r.summary.update})
+    return run, rows, summary

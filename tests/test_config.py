@@ -5,7 +5,7 @@ import pytest
 from hydra.utils import instantiate
 
 from gated_pruning.cli import group_options
-from gated_pruning.experiment import check_config
+from gated_pruning.config import check_config
 from gated_pruning.optim import split_parameters
 
 from conftest import CONF, make_cfg, run_py

@@ -39,7 +39,7 @@ def table(md_text):
 def multirun(tmp_path_factory):
     out = tmp_path_factory.mktemp("multirun")
     r = run_py("-m", "experiment=smoke", "gamma=0,0.05", "optimizer=apg,sgd", "trainer.epochs=1", *SMALL,
-               f"hydra.sweep.dir={out}")
+               "logger=wandb", f"hydra.sweep.dir={out}", env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -65,8 +65,8 @@ def test_report_of_a_real_multirun(multirun):
         assert float(row[col["top-1 %"]]) == pytest.approx(100 * res["metrics"]["test"]["top1"], abs=0.006)
         sparsity = [float(s) for s in row[col["sparsity per layer"]].split()]
         assert len(sparsity) == len(res["gates"]["layers"]) and all(0 <= s <= 1 for s in sparsity)
-        prune = res.get("prune")
-        if prune:  # written by the runs once pruning is part of them
+        prune = res["prune"]
+        if prune:
             assert float(row[col["pruned top-1 %"]]) == pytest.approx(
                 100 * prune["test"]["compact"]["top1"], abs=0.006)
             assert float(row[col["FLOPs kept %"]]) == pytest.approx(100 * prune["kept"]["flops"], abs=0.06)
@@ -208,3 +208,31 @@ def test_sweep_file_drives_run_py(path, tmp_path, monkeypatch):
             assert config["binarizer"]["_target_"].endswith("." + cls[value])
         else:
             assert OmegaConf.select(OmegaConf.create(config), key) == pytest.approx(value), key
+
+
+def test_multirun_makes_one_offline_wandb_run_per_job_with_gate_counts(multirun):
+    from conftest import wandb_history
+
+    files = sorted(glob.glob(str(multirun / "*" / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(files) == 4  # wandb.finish() per job: four runs, not one merged run
+    ids = set()
+    for path in files:
+        job_dir = path.split(os.sep + "wandb" + os.sep)[0]
+        res = json.load(open(os.path.join(job_dir, "results.json")))
+        run, rows, summary = wandb_history(path)
+        ids.add(run.run_id)
+        assert run.run_group == multirun.name  # one group per sweep
+        assert "gamma=" in run.display_name and "optimizer=" in run.display_name
+        config = {u.key: json.loads(u.value_json) for u in run.config.update}
+        assert config["gamma"] == res["config"]["gamma"] and config["optimizer"] in ("apg", "sgd")
+        assert config["optimizer.lr"] == res["config"]["optimizer"]["lr"]
+        # per-layer gate counts over time, equal to the history in results.json
+        logged = [(row["_step"], [row[f"gates_zero/{n}"] for n in res["gates"]["layers"]])
+                  for row in rows if "gates_zero/conv0" in row]
+        expected = [(h["step"], h["zeros"]) for h in res["gates"]["history"]]
+        assert sorted(set(map(lambda t: (t[0], tuple(t[1])), logged))) == \
+            sorted(set(map(lambda t: (t[0], tuple(t[1])), expected)))
+        assert all(f"gates_one/{n}" in rows[0] for n in res["gates"]["layers"])
+        assert summary["final/test_top1"] == res["metrics"]["test"]["top1"]
+        assert summary["prune/flops_kept"] == res["prune"]["kept"]["flops"]
+    assert len(ids) == 4

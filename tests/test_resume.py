@@ -1,0 +1,175 @@
+"""Reliability: a killed or preempted run resumes bit-identically; divergence, corrupt and
+mismatched checkpoints and unusable output directories get one line and lose nothing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run_py
+
+# 32 steps an epoch, a checkpoint every 5 steps: every step-checkpoint is mid-epoch
+ARGS = ["experiment=smoke", "dataset.train_size=2048", "trainer.epochs=2", "trainer.log_every=4",
+        "trainer.checkpoint_every_steps=5", "prune.latency_reps=1", "prune.latency_warmup=0"]
+
+
+def comparable(run_dir):
+    res = json.load(open(os.path.join(run_dir, "results.json")))
+    model = torch.load(os.path.join(run_dir, "model.pt"), weights_only=True)["model"]
+    pr = res["prune"]
+    return {"metrics": res["metrics"], "gates": res["gates"], "widths": pr["compact"]["widths"],
+            "pruned_test": pr["test"]}, model
+
+
+def assert_identical(a_dir, b_dir):
+    (a, ma), (b, mb) = comparable(a_dir), comparable(b_dir)
+    assert a == b
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
+
+
+def start(args, run_dir):
+    env = dict(os.environ, WANDB_MODE="disabled")
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, proc, timeout=120):
+    t = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t < timeout
+        time.sleep(0.002)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    runs = {}
+
+    def get(extra):
+        key = tuple(extra)
+        if key not in runs:
+            d = tmp_path_factory.mktemp("full")
+            r = run_py(*ARGS, *extra, f"hydra.run.dir={d}")
+            assert r.returncode == 0, r.stderr
+            runs[key] = d
+        return runs[key]
+    return get
+
+
+@pytest.mark.parametrize("extra", [["binarizer=stochastic"], ["optimizer=sgd", "optimizer.gates.clamp=true"]])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(extra, uninterrupted, tmp_path):
+    killed = tmp_path / "killed"
+    proc = start(ARGS + extra, killed)
+    wait_for(killed / "checkpoint.pt", proc)
+    proc.kill()
+    proc.wait()
+    state = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert 0 < state["batch"] < 32  # killed mid-epoch
+    resumed = tmp_path / "resumed"
+    r = run_py(*ARGS, *extra, f"resume={killed}", f"hydra.run.dir={resumed}")
+    assert r.returncode == 0, r.stderr
+    assert_identical(uninterrupted(extra), resumed)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tmp_path):
+    extra = ["binarizer=threshold"]
+    stopped = tmp_path / "stopped"
+    proc = start(ARGS + extra, stopped)
+    wait_for(stopped / "checkpoint.pt", proc)  # training has started
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM; checkpoint saved to" in err and "resume=" in err
+    state = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert state["step"] > 0
+    resumed = tmp_path / "resumed"
+    r = run_py(*ARGS, *extra, f"resume={stopped / 'checkpoint.pt'}", f"hydra.run.dir={resumed}")
+    assert r.returncode == 0, r.stderr
+    assert_identical(uninterrupted(extra), resumed)
+
+
+def last_line(r):
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    r = run_py("experiment=smoke", "optimizer.lr=1e4", "optimizer.schedule=constant",
+               "trainer.checkpoint_every_steps=1", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2
+    line = last_line(r)
+    assert line.startswith("error: ") and "NaN or infinite" in line and "step" in line, r.stderr
+    assert not (tmp_path / "results.json").exists()
+    if (tmp_path / "checkpoint.pt").exists():
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    d = tmp_path_factory.mktemp("finished")
+    r = run_py("experiment=smoke", "trainer.epochs=1", f"hydra.run.dir={d}")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def snapshot(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))
+            if os.path.isfile(os.path.join(d, f))}
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.write_bytes(b"garbage" * 10), "corrupt or unreadable checkpoint"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "corrupt or unreadable checkpoint"),
+    (lambda p: torch.save({"payload": subprocess.Popen}, p), "corrupt or unreadable checkpoint"),
+    (lambda p: torch.save({"format": 99}, p), "not a gated_pruning checkpoint"),
+])
+def test_corrupt_checkpoint_is_refused(make, needle, finished, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    p = bad / "checkpoint.pt"
+    p.write_bytes((finished / "checkpoint.pt").read_bytes())
+    make(p)
+    before, earlier = snapshot(bad), snapshot(finished)
+    r = run_py("experiment=smoke", "trainer.epochs=1", f"resume={bad}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert r.returncode == 2 and last_line(r).startswith("error: resume=") and needle in last_line(r), r.stderr
+    assert snapshot(bad) == before and snapshot(finished) == earlier
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.width=0.25", "model.width: 0.125 in checkpoint vs 0.25 now"),
+    ("model.depth=13", "model.depth: 11 in checkpoint vs 13 now"),
+    ("binarizer=threshold", "binarizer._target_"),
+])
+def test_checkpoint_of_another_config_is_refused(override, needle, finished, tmp_path):
+    earlier = snapshot(finished)
+    r = run_py("experiment=smoke", "trainer.epochs=1", override, f"resume={finished}",
+               f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2 and "different config" in last_line(r) and needle in last_line(r), r.stderr
+    assert snapshot(finished) == earlier
+
+
+def test_missing_checkpoint(tmp_path):
+    r = run_py("experiment=smoke", f"resume={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert r.returncode == 2 and "no such checkpoint" in last_line(r)
+
+
+@pytest.mark.parametrize("where", ["/etc/hostname/run", "/proc/no/run"])
+def test_unwritable_output_directory(where):
+    r = run_py("experiment=smoke", f"hydra.run.dir={where}")
+    assert r.returncode == 2 and last_line(r).startswith("error: hydra.run.dir=") and "cannot create" in last_line(r)
+
+
+def test_a_layer_losing_every_gate_warns_and_is_recorded(tmp_path):
+    r = run_py("experiment=smoke", "gamma=0.5", "trainer.epochs=2", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "warning: every gate of conv" in r.stderr
+    res = json.load(open(tmp_path / "results.json"))
+    assert res["gates"]["dead_layers"] and res["prune"]["dead_layers"]
+    assert all(w >= 1 for w in res["prune"]["compact"]["widths"])
