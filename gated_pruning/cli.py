@@ -90,6 +90,8 @@ def run_job(cfg, hydra_config) -> float:
         print(f"stopped by SIGTERM; checkpoint saved to {e}; continue with: "
               f"python run.py {' '.join(hydra_config.overrides.task)} resume={e}", file=sys.stderr)
         sys.exit(143)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return results["metrics"]["test"]["top1"]
     print(f"results: {os.path.join(run_dir, experiment.RESULTS)}  test top1 "
           f"{results['metrics']['test']['top1']:.4f}", file=sys.stderr)
     return results["metrics"]["test"]["top1"]

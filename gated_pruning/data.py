@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gated_pruning.errors import DataError
+from gated_pruning.errors import ConfigError, DataError
 
 STATS = {  # per-channel mean and std of the training images
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -90,7 +90,10 @@ class Loader:
     """Batches of a uint8 split kept on `device`; augmentation and normalization on the device."""
 
     def __init__(self, split: Split, batch_size: int, device, mean, std, train: bool,
-                 seed: int = 0, pad: int = 4, flip: bool = True, drop_last: bool | None = None):
+                 seed: int = 0, pad: int = 4, flip: bool = True, drop_last: bool | None = None,
+                 rank: int = 0, world: int = 1):
+        """Under data parallelism (`world` > 1, training only) each batch of `batch_size` is
+        cut into `world` equal slices and this rank yields slice `rank`."""
         self.x = split.x.to(device)
         self.y = split.y.to(device)
         self.batch_size = int(batch_size)
@@ -100,6 +103,10 @@ class Loader:
         self.pad = pad if train else 0
         self.flip = flip and train
         self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world = (rank, world) if train else (0, 1)
+        if self.batch_size % self.world:
+            raise ConfigError(f"dataset.batch_size={batch_size} is not divisible by the {world} "
+                             "data-parallel processes")
         self.scale = (1.0 / (255.0 * torch.tensor(std))).view(1, 3, 1, 1).to(device)
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).to(device)
         if self.pad:
@@ -137,6 +144,8 @@ class Loader:
             ch = torch.arange(3, device=dev).view(1, 3, 1, 1)
         for b in range(start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.world > 1:
+                idx = idx.view(self.world, -1)[self.rank]
             if self.train:
                 rows = (oy[idx, None] + ar).view(-1, 1, size, 1)
                 cols = ox[idx, None] + torch.where(flip[idx, None], size - 1 - ar, ar)
@@ -160,7 +169,10 @@ def build_data(cfg, device, seed: int):
     else:
         raise ValueError(f"dataset.name={name!r} is not one of cifar10, cifar100, synthetic")
     mean, std = STATS[name]
+    from gated_pruning import distributed
+
     train_loader = Loader(train, cfg.batch_size, device, mean, std, train=True, seed=seed,
-                          pad=cfg.pad, flip=cfg.flip)
+                          pad=cfg.pad, flip=cfg.flip, rank=distributed.rank(),
+                          world=distributed.world_size())
     test_loader = Loader(test, cfg.eval_batch_size, device, mean, std, train=False)
     return train_loader, test_loader, num_classes

@@ -14,12 +14,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning import checkpoint, prune
+from gated_pruning import checkpoint, distributed, prune
 from gated_pruning.data import build_data
 from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.tracking import build_tracker
+from gated_pruning.tracking import NullTracker, build_tracker
 from gated_pruning.train import Trainer
 
 RESULTS = "results.json"
@@ -68,7 +68,15 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         choices: dict | None = None) -> dict:
     """Train, prune and report one run into `run_dir`; returns what results.json holds."""
     check_config(cfg)
-    device = pick_device(cfg.device)
+    device = distributed.setup(pick_device(cfg.device))
+    try:
+        return _run(cfg, run_dir, device, run_name, group, choices)
+    finally:
+        distributed.teardown()
+
+
+def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
+    main = distributed.is_main()
     torch.manual_seed(cfg.seed)
     binarizer = build(cfg.binarizer)
     o = cfg.optimizer
@@ -98,7 +106,7 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
     tracker = build_tracker(cfg.logger, tracker_config(cfg, choices), run_name, run_dir, group=group,
-                            run_id=trainer.extra_state.get("wandb_id"))
+                            run_id=trainer.extra_state.get("wandb_id")) if main else NullTracker()
     trainer.tracker = tracker
     trainer.extra_state["wandb_id"] = tracker.run_id
     try:
@@ -123,6 +131,8 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
             },
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
         }
+        if not main:  # rank 0 writes, prunes and reports
+            return results
         torch.save({"model": model.state_dict(), "config": config}, os.path.join(run_dir, "model.pt"))
         if cfg.prune.enabled:
             results["prune"] = prune_run(model, cfg, trainer, run_dir)

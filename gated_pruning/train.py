@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from gated_pruning import checkpoint, stats
+from gated_pruning import checkpoint, distributed, stats
 from gated_pruning.errors import CheckpointError, Diverged
 
 
@@ -61,6 +61,12 @@ class Trainer:
         self._seen = 0
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._dstep = torch.zeros((), dtype=torch.long, device=self.device)
+        self.forward_model = model  # what the training step calls: DDP and/or compiled
+        if distributed.world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.get("compile"):
+            self.forward_model = torch.compile(self.forward_model)
 
     # -- views and statistics ---------------------------------------------------------------
     def gate_view(self):
@@ -116,7 +122,7 @@ class Trainer:
 
     def _train_step(self, x, y):
         with self._autocast():
-            out = self.model(self._layout(x))
+            out = self.forward_model(self._layout(x))
             loss = F.cross_entropy(out.float(), y)
         self.opt_w.zero_grad(set_to_none=True)
         if self.opt_g is not None:
@@ -147,7 +153,7 @@ class Trainer:
                 batches = self.train_loader.epoch(self.epoch, self.batch)
                 bar = _progress(batches, total=steps_per_epoch, initial=self.batch,
                                 desc=f"{self.prefix}epoch {self.epoch + 1}/{cfg.epochs}",
-                                enabled=cfg.progress)
+                                enabled=cfg.progress and distributed.is_main())
                 for x, y in bar:
                     self._train_step(x, y)
                     self.step += 1
@@ -157,16 +163,24 @@ class Trainer:
                     if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                         self._check_finite()
                         self.save_checkpoint()
-                    if self._stop_signal is not None:
+                    if self._stop_requested():
                         self._check_finite()
                         path = self.save_checkpoint()
                         raise Preempted(path)
                 self._end_epoch()
         return self.metrics
 
+    def _running(self) -> tuple[float, float]:
+        """(mean train loss, train top-1) since the epoch began, over every rank."""
+        t = distributed.all_reduce_sum(torch.stack([
+            self._loss_sum.double(), self._correct.double(),
+            torch.full((), float(self._seen), dtype=torch.float64, device=self.device)]))
+        loss_sum, correct, seen = t.tolist()
+        return loss_sum / max(1.0, seen), correct / max(1.0, seen)
+
     def _log_train(self, bar=None) -> None:
         self._check_finite()
-        loss = self._loss_sum.item() / max(1, self._seen)
+        loss, _ = self._running()
         metrics = {f"{self.prefix}train/loss": loss, f"{self.prefix}lr": self.opt_w.param_groups[0]["lr"],
                    f"{self.prefix}epoch": self.step / len(self.train_loader)}
         rec = self.gate_record()
@@ -180,8 +194,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         self._check_finite()
-        train = {"loss": self._loss_sum.item() / max(1, self._seen),
-                 "top1": self._correct.item() / max(1, self._seen)}
+        loss, top1 = self._running()
+        train = {"loss": loss, "top1": top1}
         test = self.evaluate()
         self.epoch += 1
         self.batch = 0
@@ -200,7 +214,7 @@ class Trainer:
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step + self.step_offset)
-        if self.cfg.progress:
+        if self.cfg.progress and distributed.is_main():
             print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} "
                   f"test loss {test['loss']:.4f} top1 {test['top1']:.4f} top5 {test['top5']:.4f}",
                   file=sys.stderr)
@@ -228,14 +242,15 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> str:
-        """Write the full training state atomically; a non-finite state is never written."""
+        """Write the full training state atomically (rank 0); a non-finite state is never written."""
         tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
         if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
             raise Diverged(f"weights or BN statistics became NaN or infinite by step {self.step}; lower the "
                            f"learning rate or gamma; the last good checkpoint, if any, is "
                            f"{self.checkpoint_path()}")
         path = self.checkpoint_path()
-        checkpoint.save(self.state_dict(), path)
+        if distributed.is_main():
+            checkpoint.save(self.state_dict(), path)
         return path
 
     def load_state_dict(self, state: dict, path: str = "checkpoint") -> None:
@@ -262,6 +277,15 @@ class Trainer:
         self._first_bad = r["first_bad"].to(self.device)
         self._dstep = r["dstep"].to(self.device)
         self.extra_state = state.get("extra", {})
+
+    def _stop_requested(self) -> bool:
+        """SIGTERM seen (by any rank: agreed at log points under data parallelism)."""
+        if distributed.world_size() == 1:
+            return self._stop_signal is not None
+        if not self.cfg.log_every or self.step % self.cfg.log_every:
+            return False
+        flag = torch.full((), float(self._stop_signal is not None), device=self.device)
+        return distributed.all_reduce_sum(flag).item() > 0
 
     @contextlib.contextmanager
     def _sigterm_saves(self):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gated_pruning import distributed
 from gated_pruning.gates import Gate
 
 CONFIGS = {
@@ -39,7 +40,8 @@ class ConvBlock(nn.Module):
 
     The gate multiplies the batch-norm output, so it is applied by scaling the BN affine
     parameters (gate*(w*xhat + b) == (gate*w)*xhat + gate*b): the same function as a separate
-    multiply, without another pass over the activation.
+    multiply, without another pass over the activation. Under torchrun, training-mode batch
+    norm uses the statistics of the global batch (`distributed.sync_batch_norm`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, gate: Gate | None = None):
@@ -51,13 +53,16 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         bn = self.bn
-        if self.gate is None:
-            x = bn(x)
-        else:
+        weight, bias = bn.weight, bn.bias
+        if self.gate is not None:
             g = self.gate.value()
-            if bn.training and bn.track_running_stats:
+            weight, bias = weight * g, bias * g
+        if bn.training and distributed.world_size() > 1:
+            x = distributed.sync_batch_norm(x, bn, weight, bias)
+        else:
+            if bn.training:
                 bn.num_batches_tracked.add_(1)
-            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight * g, bn.bias * g,
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias,
                              bn.training, bn.momentum, bn.eps)
         return F.relu(x, inplace=True)
 
