@@ -32,25 +32,35 @@ from gated_pruning.stats import count_params
 COMPACT_FILE = "compact.pt2"
 
 
-def keep_masks(model: VGG, threshold: float = 0.0) -> tuple[list[torch.Tensor], list[str]]:
-    """Per conv layer, the boolean mask of channels kept; and the dead layers."""
+def keep_masks(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[list[torch.Tensor], list[str]]:
+    """Per conv layer, the boolean mask of channels kept; and the dead layers.
+
+    `round_to` > 1 keeps a few more channels (those with the largest float gates) so that every
+    kept width is a multiple of it, as vectorized conv kernels prefer; a kept channel whose gate
+    is zero outputs zero, so the compact network still computes the same function.
+    """
     masks, dead = [], []
     for name, block in model.conv_blocks():
+        n = block.conv.out_channels
         if block.gate is None:
-            masks.append(torch.ones(block.conv.out_channels, dtype=torch.bool))
+            masks.append(torch.ones(n, dtype=torch.bool))
             continue
         keep = (block.gate.hard().abs() > threshold).cpu()
         if not keep.any():
             dead.append(name)
-            keep[block.gate.weight.detach().abs().argmax().cpu()] = True
+        want = min(n, max(1, -(-int(keep.sum()) // round_to) * round_to))
+        extra = want - int(keep.sum())
+        if extra:
+            strength = block.gate.weight.detach().abs().cpu().masked_fill(keep, -1.0)
+            keep[strength.topk(extra).indices] = True
         masks.append(keep)
     return masks, dead
 
 
 @torch.no_grad()
-def compact(model: VGG, threshold: float = 0.0) -> tuple[VGG, list[str]]:
+def compact(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[VGG, list[str]]:
     """(the physically smaller plain VGG, dead layers). `model` is not modified."""
-    masks, dead = keep_masks(model, threshold)
+    masks, dead = keep_masks(model, threshold, round_to)
     blocks = model.conv_blocks()
     layers, i = [], 0
     for v in model.layers:
@@ -93,29 +103,31 @@ def count_flops(model: torch.nn.Module, input_size=(1, 3, 32, 32)) -> int:
 
 @torch.no_grad()
 def latency_ms(model: torch.nn.Module, batch: int, reps: int, warmup: int,
-               input_size=(3, 32, 32)) -> float:
-    """Median wall time of one forward pass of a batch, in ms, after warm-up."""
+               input_size=(3, 32, 32), channels_last: bool = False) -> float:
+    """Median wall time of one forward pass of a batch (eval mode), in ms, after warm-up."""
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
+    net = copy.deepcopy(model).eval()
     x = torch.randn(batch, *input_size, device=device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
-        model(x)
+        net(x)
     times = []
     for _ in range(reps):
         sync()
         t = time.perf_counter()
-        model(x)
+        net(x)
         sync()
         times.append(time.perf_counter() - t)
-    model.train(was)
     return 1000.0 * statistics.median(times)
 
 
 def accounting(model: torch.nn.Module, cfg) -> dict:
     return {"params": count_params(model), "flops": count_flops(model),
-            "latency_ms": latency_ms(model, cfg.latency_batch, cfg.latency_reps, cfg.latency_warmup),
+            "latency_ms": latency_ms(model, cfg.latency_batch, cfg.latency_reps, cfg.latency_warmup,
+                                     channels_last=cfg.channels_last),
             "widths": model.widths()}
 
 
@@ -127,7 +139,7 @@ def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
     by the same code as the compact one.
     """
     dense, _ = compact(model, threshold=-1.0)
-    small, dead = compact(model, threshold=cfg.threshold)
+    small, dead = compact(model, threshold=cfg.threshold, round_to=cfg.round_to)
     d, c = accounting(dense, cfg), accounting(small, cfg)
     result = {
         "threshold": cfg.threshold,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from gated_pruning import checkpoint, distributed, stats
-from gated_pruning.errors import CheckpointError, Diverged
+from gated_pruning.errors import CheckpointError, ConfigError, Diverged
 
 
 class Preempted(RuntimeError):
@@ -145,7 +145,7 @@ class Trainer:
         cfg = self.cfg
         steps_per_epoch = len(self.train_loader)
         if steps_per_epoch == 0:
-            raise ValueError(f"the training set ({self.train_loader.num_examples} examples) is "
+            raise ConfigError(f"the training set ({self.train_loader.num_examples} examples) is "
                              f"smaller than dataset.batch_size={self.train_loader.batch_size}")
         self.model.train()
         with self._sigterm_saves():

@@ -148,3 +148,16 @@ def test_prune_a_finished_run_again_at_another_threshold(tmp_path):
     p = prune_again("--threshold", "0.99")  # would overwrite: refused, nothing touched
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "exists already" in p.stderr
     assert open(run / "prune-0.99" / "prune.json").read() == before
+
+
+def test_round_to_keeps_zero_channels_for_aligned_widths_and_stays_exact():
+    model = build(11, width=0.25, num_classes=5)
+    pattern = random_pattern(model, 0.5, 3)
+    trained_looking(model, pattern, 3)
+    small, _ = compact(model, round_to=8)
+    exact, _ = compact(model)
+    assert all(w % 8 == 0 or w == full for w, full in zip(small.widths(), model.widths()))
+    assert all(e <= w for e, w in zip(exact.widths(), small.widths()))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)

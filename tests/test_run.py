@@ -64,3 +64,11 @@ def test_short_run_on_real_cifar100_learns_above_chance(tmp_path):
                    "model.width=0.25", "optimizer.lr=0.05", "trainer.epochs=2")
     res = experiment.run(cfg, str(tmp_path))
     assert res["metrics"]["test"]["top1"] > 0.04, res["metrics"]  # chance is 0.01
+
+
+def test_plain_baseline_runs_and_prunes_nothing(tmp_path):
+    cfg = make_cfg("experiment=smoke", "model.gated=false", "trainer.epochs=1")
+    res = experiment.run(cfg, str(tmp_path))
+    assert res["gates"]["final"] is None and res["gates"]["history"] == []
+    assert res["prune"]["kept"] == {"params": 1.0, "flops": 1.0}
+    assert res["prune"]["test"]["compact"] == pytest.approx(res["prune"]["test"]["dense"], abs=1e-4)

@@ -1,10 +1,8 @@
 """W&B never stops training: no key falls back to offline, an unreachable server too, and a
 failing W&B call disables logging with one warning."""
 import glob
-import json
 import os
 
-import pytest
 
 from gated_pruning import experiment
 
