@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gated_pruning import distributed
 from gated_pruning.errors import ConfigError, DataError
 
 STATS = {  # per-channel mean and std of the training images
@@ -169,8 +170,6 @@ def build_data(cfg, device, seed: int):
     else:
         raise ValueError(f"dataset.name={name!r} is not one of cifar10, cifar100, synthetic")
     mean, std = STATS[name]
-    from gated_pruning import distributed
-
     train_loader = Loader(train, cfg.batch_size, device, mean, std, train=True, seed=seed,
                           pad=cfg.pad, flip=cfg.flip, rank=distributed.rank(),
                           world=distributed.world_size())

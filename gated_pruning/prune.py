@@ -154,10 +154,10 @@ def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
 
 
 def save_compact(model: VGG, path: str, meta: dict) -> None:
-    """Save as a torch.export program: loadable with torch alone (no gated_pruning, no Hydra)."""
-    model = copy.deepcopy(model).eval()
-    device = next(model.parameters()).device
-    x = torch.zeros(2, model.features[0].conv.in_channels, 32, 32, device=device)
+    """Save as a torch.export program, on the CPU: loadable with torch alone (no gated_pruning,
+    no Hydra) on any machine; `.to(device)` the loaded module to run it elsewhere."""
+    model = copy.deepcopy(model).cpu().eval()
+    x = torch.zeros(2, model.features[0].conv.in_channels, 32, 32)
     program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
     torch.export.save(program, path, extra_files={"meta.json": json.dumps(meta)})
 

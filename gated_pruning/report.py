@@ -304,10 +304,7 @@ def plot_zero_gate_heatmap(runs: list[dict], path: str) -> None:
                              cmap="viridis", shading="flat")
         ax.set_yticks([i + 0.5 for i in range(len(layers))], layers, fontsize=7)
         ax.invert_yaxis()
-        if len(steps) <= 8:
-            ax.set_xticks(steps)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # log and epoch steps can be close
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("training step", fontsize=8)
         if k % ncols == 0:
