@@ -115,6 +115,10 @@ def test_run_prunes_saves_and_the_compact_file_reevaluates_alone(tmp_path):
     assert pr["dense"]["widths"] == res["gates"]["channels"]
     assert pr["compact"]["widths"] == [c - z for c, z in zip(res["gates"]["channels"], res["gates"]["final"]["zeros"])]
     assert pr["compact"]["flops"] <= pr["dense"]["flops"] and pr["dense"]["latency_ms"] > 0
+    for net in ("dense", "compact"):  # timed in both layouts, the faster one counts
+        by_layout = pr[net]["latency_ms_by_layout"]
+        assert set(by_layout) == {"nchw", "channels_last"}
+        assert pr[net]["latency_ms"] == min(by_layout.values()) == by_layout[pr[net]["layout"]]
     # exact pruning of exact zeros: the cut network scores what the gated one scored
     assert pr["test"]["compact"] == pytest.approx(pr["test"]["dense"], abs=1e-4)
     assert pr["test"]["dense"]["top1"] == res["metrics"]["test"]["top1"]
@@ -142,6 +146,10 @@ def test_prune_a_finished_run_again_at_another_threshold(tmp_path):
     assert p.returncode == 0, p.stderr
     again = json.load(open(run / "prune-0.99" / "prune.json"))
     assert again["threshold"] == 0.99
+    p8 = prune_again("--threshold", "0.99", "--round-to", "8", "--out", str(run / "r8"))
+    assert p8.returncode == 0, p8.stderr
+    rounded = json.load(open(run / "r8" / "prune.json"))["compact"]["widths"]
+    assert all(w % 8 == 0 or w == c for w, c in zip(rounded, res["gates"]["channels"]))
     assert sum(again["compact"]["widths"]) < sum(res["prune"]["compact"]["widths"])
     assert os.path.isfile(run / "prune-0.99" / "compact.pt2")
     before = open(run / "prune-0.99" / "prune.json").read()
