@@ -87,8 +87,9 @@ def run_job(cfg, hydra_config) -> float:
     except UserError as e:
         fail(str(e))
     except Preempted as e:
+        same = [o for o in hydra_config.overrides.task if not o.startswith("resume=")]
         print(f"stopped by SIGTERM; checkpoint saved to {e}; continue with: "
-              f"python run.py {' '.join(hydra_config.overrides.task)} resume={e}", file=sys.stderr)
+              f"python run.py {' '.join(same)} resume={e}", file=sys.stderr)
         sys.exit(143)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return results["metrics"]["test"]["top1"]

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 from gated_pruning.errors import ConfigError
 
 # keys that may differ between a run and its resumption
-RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device")
+RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device", "prune")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -36,16 +36,30 @@ def _from_hwc(x: np.ndarray, y) -> Split:
     return Split(x, torch.as_tensor(np.asarray(y), dtype=torch.int64))
 
 
+def _checked(name: str, source: str, *splits: Split) -> tuple[Split, ...]:
+    """Refuse arrays that are not CIFAR-shaped images with labels of this data set."""
+    for split, what in zip(splits, ("train", "test")):
+        x, y = split.x, split.y
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32) or len(y) != len(x) or len(y) == 0:
+            raise DataError(f"{source}: {what} images have shape {tuple(x.shape)} (after HWC->CHW) "
+                            f"and {len(y)} labels; expected (N, 3, 32, 32) and N labels")
+        if int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES[name]:
+            raise DataError(f"{source}: {what} labels span {int(y.min())}..{int(y.max())}, outside "
+                            f"0..{NUM_CLASSES[name] - 1} of {name}")
+    return splits
+
+
 def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Split]:
-    """(train, test) of CIFAR-10 or CIFAR-100 from `root`."""
+    """(train, test) of CIFAR-10 or CIFAR-100 from `root`, checked for shape and labels."""
     root = os.path.expanduser(root)
     npz = os.path.join(root, f"{name}.npz")
     if os.path.isfile(npz):
         try:
             with np.load(npz) as f:
-                return _from_hwc(f["x_train"], f["y_train"]), _from_hwc(f["x_test"], f["y_test"])
+                splits = _from_hwc(f["x_train"], f["y_train"]), _from_hwc(f["x_test"], f["y_test"])
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})")
+            raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
+        return _checked(name, npz, *splits)
     import torchvision
 
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
@@ -59,7 +73,7 @@ def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Spl
             f"(extracted: {cls.base_folder}/) or a {name}.npz there, set dataset.root=DIR, or run "
             f"with internet and dataset.download=true [{type(e).__name__}: {str(e).strip()[:120]}]"
         ) from None
-    return _from_hwc(train.data, train.targets), _from_hwc(test.data, test.targets)
+    return _checked(name, root, _from_hwc(train.data, train.targets), _from_hwc(test.data, test.targets))
 
 
 def synthetic(num_classes: int, train_size: int, test_size: int, seed: int,

@@ -31,6 +31,13 @@ def _say(msg: str) -> None:
     print(f"wandb: {msg}", file=sys.stderr)
 
 
+def _has_api_key(wandb) -> bool:
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except Exception:  # noqa: BLE001 - a broken netrc or settings file: treat as no key
+        return False
+
+
 class WandbTracker:
     def __init__(self, project: str, config: dict, *, name: str | None = None,
                  group: str | None = None, tags=None, mode: str | None = None,
@@ -46,7 +53,7 @@ class WandbTracker:
             return
         self._wandb = wandb
         mode = mode or os.environ.get("WANDB_MODE") or "online"
-        if mode == "online" and not wandb.login(prompt=False, verify=False):
+        if mode == "online" and not _has_api_key(wandb):
             mode = "offline"
             _say("no API key found: logging offline; upload later with `wandb sync <run dir>/wandb/offline-run-*`")
         kwargs = dict(project=project, entity=entity, name=name, group=group, tags=list(tags or []),

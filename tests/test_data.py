@@ -91,3 +91,16 @@ def test_corrupt_npz_is_refused(tmp_path):
     (tmp_path / "cifar100.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not a readable"):
         load_cifar("cifar100", str(tmp_path))
+
+
+@pytest.mark.parametrize("x_shape,labels,needle", [
+    ((6, 28, 28, 3), np.arange(6), "expected (N, 3, 32, 32)"),
+    ((6, 32, 32, 3), np.arange(5), "(6, 3, 32, 32) (after HWC->CHW) and 5 labels"),
+    ((6, 32, 32, 3), np.array([0, 1, 2, 3, 4, 100]), "labels span 0..100, outside 0..99"),
+])
+def test_npz_with_wrong_shapes_or_labels_is_refused(tmp_path, x_shape, labels, needle):
+    x = np.zeros(x_shape, dtype=np.uint8)
+    np.savez(tmp_path / "cifar100.npz", x_train=x, y_train=labels, x_test=x, y_test=labels)
+    with pytest.raises(DataError, match="cifar100.npz") as e:
+        load_cifar("cifar100", str(tmp_path))
+    assert needle in str(e.value)
