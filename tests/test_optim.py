@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gated_pruning.optim import APG, GateSGD, lr_lambda, soft_threshold
+from gated_pruning.optim import APG, GateSGD, lr_lambda
 
 
 def step(opt, p, grad):
@@ -14,11 +14,14 @@ def close(a, b):
     torch.testing.assert_close(a, torch.tensor(b), rtol=0, atol=1e-6)
 
 
-def test_soft_threshold_lands_exactly_on_zero():
-    z = torch.tensor([0.3, 0.1, -0.05, -0.1, -0.4, 0.0])
-    out = soft_threshold(z, 0.1)
-    close(out, [0.2, 0.0, 0.0, 0.0, -0.3, 0.0])
-    assert (out[1:4] == 0).all()
+def test_soft_thresholding_lands_exactly_on_zero():
+    # zero gradient, no momentum history: one step is s = S_{lr*gamma}(w) with lr*gamma = 0.1
+    p = torch.nn.Parameter(torch.tensor([0.3, 0.1, -0.05, -0.1, -0.4, 0.0]))
+    opt = APG([p], lr=0.1, momentum=0.9, gamma=1.0, clamp=False)
+    step(opt, p, [0.0] * 6)
+    s = opt.state[p]["prox"]
+    close(s, [0.2, 0.0, 0.0, 0.0, -0.3, 0.0])
+    assert (s[1:4] == 0).all() and (s[5] == 0)  # exactly, not approximately
 
 
 def test_apg_two_steps_by_hand_lookahead_no_clamp():
