@@ -279,10 +279,11 @@ class Trainer:
         self.extra_state = state.get("extra", {})
 
     def _stop_requested(self) -> bool:
-        """SIGTERM seen (by any rank: agreed at log points under data parallelism)."""
+        """SIGTERM seen (by any rank: agreed at log steps, or epoch ends with log_every=0, under
+        data parallelism, so that every rank stops at the same step)."""
         if distributed.world_size() == 1:
             return self._stop_signal is not None
-        if not self.cfg.log_every or self.step % self.cfg.log_every:
+        if self.step % (self.cfg.log_every or len(self.train_loader)):
             return False
         flag = torch.full((), float(self._stop_signal is not None), device=self.device)
         return distributed.all_reduce_sum(flag).item() > 0
