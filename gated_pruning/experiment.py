@@ -124,7 +124,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "train_seconds_this_process": train_seconds,
             "gates": {
                 "layers": trainer.layer_names,
-                "channels": [b.conv.out_channels for _, b in model.conv_blocks()],
+                "channels": model.widths(),
                 "final": history_final,
                 "history": trainer.history,
                 "dead_layers": sorted(trainer.dead_warned),
@@ -143,7 +143,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             tracker.line_series(
                 "charts/zero_gate_fraction", [h["epoch"] for h in history],
                 {n: [h["zeros"][i] / c for h in history]
-                 for i, (n, c) in enumerate(zip(trainer.layer_names, results["gates"]["channels"]))},
+                 for i, (n, c) in enumerate(zip(trainer.layer_names, trainer.layer_channels))},
                 "fraction of zero gates per layer", "epoch")
     finally:
         tracker.finish()

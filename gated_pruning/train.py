@@ -49,7 +49,9 @@ class Trainer:
         self.prefix = log_prefix
         self.step_offset = step_offset  # added to the step reported to the tracker
         self.device = train_loader.device
-        self.layer_names = [n for n, b in model.conv_blocks() if b.gate is not None]
+        gated = [(n, b) for n, b in model.conv_blocks() if b.gate is not None]
+        self.layer_names = [n for n, _ in gated]
+        self.layer_channels = [b.conv.out_channels for _, b in gated]
         self.epoch, self.batch, self.step = 0, 0, 0
         self.history: list[dict] = []
         self.metrics: dict = {}
@@ -90,7 +92,7 @@ class Trainer:
 
     def _log_gates(self, rec: dict) -> dict:
         out = {}
-        channels = [b.conv.out_channels for n, b in self.model.conv_blocks() if b.gate is not None]
+        channels = self.layer_channels
         for name, z, o, c in zip(self.layer_names, rec["zeros"], rec["ones"], channels):
             out[f"gates_zero/{name}"] = z
             out[f"gates_one/{name}"] = o
