@@ -31,41 +31,91 @@ class Split:
     y: torch.Tensor  # (N,) int64
 
 
-def _from_hwc(x: np.ndarray, y) -> Split:
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)))
-    return Split(x, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+def _split(source: str, what: str, x, y, name: str) -> Split:
+    """Arrays checked for what they must be (uint8 HWC 32x32x3 images, integer labels of this
+    data set), then held as CHW tensors. Nothing is cast: float images in [0, 1] would turn into
+    pixels of 0 or 1, float labels would be truncated."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype != np.uint8:
+        hint = (" (float images in [0, 1]: multiply by 255, round and cast to uint8 first)"
+                if x.dtype.kind == "f" else "")
+        raise DataError(f"{source}: {what} images are {x.dtype}, expected uint8 pixel values 0..255{hint}")
+    if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or len(x) == 0:
+        raise DataError(f"{source}: {what} images have shape {x.shape}, expected (N, 32, 32, 3) with "
+                        "N >= 1 (height, width, RGB channels last)")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{source}: {what} labels are {y.dtype}, expected integers (class indices)")
+    if y.shape != (len(x),):
+        raise DataError(f"{source}: {what} labels have shape {y.shape}, expected ({len(x)},): one per image")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= NUM_CLASSES[name]:
+        raise DataError(f"{source}: {what} labels span {lo}..{hi}, outside 0..{NUM_CLASSES[name] - 1} of {name}")
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return Split(x, torch.from_numpy(y.astype(np.int64)))
 
 
-def _checked(name: str, source: str, *splits: Split) -> tuple[Split, ...]:
-    """Refuse arrays that are not CIFAR-shaped images with labels of this data set."""
-    for split, what in zip(splits, ("train", "test")):
-        x, y = split.x, split.y
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32) or len(y) != len(x) or len(y) == 0:
-            raise DataError(f"{source}: {what} images have shape {tuple(x.shape)} (after HWC->CHW) "
-                            f"and {len(y)} labels; expected (N, 3, 32, 32) and N labels")
-        if int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES[name]:
-            raise DataError(f"{source}: {what} labels span {int(y.min())}..{int(y.max())}, outside "
-                            f"0..{NUM_CLASSES[name] - 1} of {name}")
-    return splits
+def _permission(path: str, e: OSError) -> DataError:
+    return DataError(f"{path}: permission denied ({e.strerror}); make it readable or copy the data "
+                     "to a folder you can read, and set dataset.root")
+
+
+def locate_cifar(name: str, root: str, download: bool = False) -> str | None:
+    """The `<root>/<name>.npz` to read, or None for torchvision's files (present, or to be
+    downloaded); refuses a root that is unreadable or holds neither when download is off."""
+    root = os.path.expanduser(root)
+    npz = os.path.join(root, f"{name}.npz")
+    for path in (root, npz):
+        try:
+            os.stat(path)
+        except PermissionError as e:
+            raise _permission(path, e) from None
+        except OSError:
+            pass
+    if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+        raise _permission(root, PermissionError(13, "Permission denied"))
+    if os.path.isfile(npz):
+        if not os.access(npz, os.R_OK):
+            raise _permission(npz, PermissionError(13, "Permission denied"))
+        return npz
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(f"dataset.root={root!r} is a file, not a folder: give the folder that holds {name}.npz")
+    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    if not download and not os.path.isdir(os.path.join(root, folder)):
+        raise DataError(
+            f"{name} not found under {root!r} and download is off (dataset.download=false): put the "
+            f"official python archive (extracted: {folder}/) or a {name}.npz there, set dataset.root=DIR, or "
+            "run with internet and dataset.download=true")
+    return None
 
 
 def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Split]:
-    """(train, test) of CIFAR-10 or CIFAR-100 from `root`, checked for shape and labels."""
+    """(train, test) of CIFAR-10 or CIFAR-100 from `root`, checked for dtype, shape and labels."""
     root = os.path.expanduser(root)
-    npz = os.path.join(root, f"{name}.npz")
-    if os.path.isfile(npz):
+    npz = locate_cifar(name, root, download)
+    if npz is not None:
         try:
             with np.load(npz) as f:
-                splits = _from_hwc(f["x_train"], f["y_train"]), _from_hwc(f["x_test"], f["y_test"])
+                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+                if missing:
+                    raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test "
+                                    f"y_test; it holds {' '.join(f.files) or 'nothing'})")
+                arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except DataError:
+            raise
+        except PermissionError as e:
+            raise _permission(npz, e) from None
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
             raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
-        return _checked(name, npz, *splits)
+        return (_split(npz, "train", arrays["x_train"], arrays["y_train"], name),
+                _split(npz, "test", arrays["x_test"], arrays["y_test"], name))
     import torchvision
 
     cls = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
     try:
         train = cls(root, train=True, download=download)
         test = cls(root, train=False, download=download)
+    except PermissionError as e:
+        raise _permission(e.filename or root, e) from None
     except Exception as e:  # noqa: BLE001 - download errors come as many types
         how = ("the download failed" if download else "download is off (dataset.download=false)")
         raise DataError(
@@ -73,7 +123,8 @@ def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Spl
             f"(extracted: {cls.base_folder}/) or a {name}.npz there, set dataset.root=DIR, or run "
             f"with internet and dataset.download=true [{type(e).__name__}: {str(e).strip()[:120]}]"
         ) from None
-    return _checked(name, root, _from_hwc(train.data, train.targets), _from_hwc(test.data, test.targets))
+    return (_split(root, "train", train.data, train.targets, name),
+            _split(root, "test", test.data, test.targets, name))
 
 
 def synthetic(num_classes: int, train_size: int, test_size: int, seed: int,
@@ -92,8 +143,11 @@ def synthetic(num_classes: int, train_size: int, test_size: int, seed: int,
     return make(train_size), make(test_size)
 
 
-def subset(split: Split, n: int | None, seed: int) -> Split:
-    """A seeded random subset of n examples (random, since a test set may be sorted by class)."""
+def subset(split: Split, n: int | None, seed: int, what: str = "") -> Split:
+    """A seeded random subset of n examples (random, since a test set may be sorted by class);
+    `what` names the setting in the error for an n larger than the split."""
+    if n is not None and n > len(split.y) and what:
+        raise DataError(f"{what}={n} is larger than the data set ({len(split.y)} images)")
     if n is None or n >= len(split.y):
         return split
     idx = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(seed))[:n]
@@ -179,8 +233,8 @@ def build_data(cfg, device, seed: int):
     elif name in NUM_CLASSES:
         num_classes = NUM_CLASSES[name]
         train, test = load_cifar(name, cfg.root, cfg.download)
-        train = subset(train, cfg.train_size, seed)
-        test = subset(test, cfg.test_size, seed + 1)
+        train = subset(train, cfg.train_size, seed, "dataset.train_size")
+        test = subset(test, cfg.test_size, seed + 1, "dataset.test_size")
     else:
         raise ValueError(f"dataset.name={name!r} is not one of cifar10, cifar100, synthetic")
     mean, std = STATS[name]

@@ -1,5 +1,7 @@
 """Data: device-side augmentation against a per-image reference, reproducible epoch plans, the
 npz and torchvision CIFAR sources, and a clear error for missing data."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -93,14 +95,82 @@ def test_corrupt_npz_is_refused(tmp_path):
         load_cifar("cifar100", str(tmp_path))
 
 
-@pytest.mark.parametrize("x_shape,labels,needle", [
-    ((6, 28, 28, 3), np.arange(6), "expected (N, 3, 32, 32)"),
-    ((6, 32, 32, 3), np.arange(5), "(6, 3, 32, 32) (after HWC->CHW) and 5 labels"),
-    ((6, 32, 32, 3), np.array([0, 1, 2, 3, 4, 100]), "labels span 0..100, outside 0..99"),
-])
-def test_npz_with_wrong_shapes_or_labels_is_refused(tmp_path, x_shape, labels, needle):
-    x = np.zeros(x_shape, dtype=np.uint8)
-    np.savez(tmp_path / "cifar100.npz", x_train=x, y_train=labels, x_test=x, y_test=labels)
+def good_arrays(n=6):
+    x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return dict(x_train=x, y_train=np.arange(n), x_test=x[:2], y_test=np.arange(2))
+
+
+def f32(x):
+    return x.astype(np.float32) / 255  # images as many loaders hold them: float in [0, 1]
+
+
+# every array is checked for what it must be; nothing is cast (float pixels in [0, 1] cast to
+# uint8 would all be 0 or 1, and the run would train on black images with exit 0)
+BAD_ARRAYS = [
+    (lambda a: dict(a, x_train=f32(a["x_train"])), "train images are float32, expected uint8"),
+    (lambda a: dict(a, x_test=f32(a["x_test"])), "test images are float32, expected uint8"),
+    (lambda a: dict(a, x_train=a["x_train"].astype(np.float64)), "train images are float64"),
+    (lambda a: dict(a, x_train=a["x_train"].astype(np.int64)), "train images are int64"),
+    (lambda a: dict(a, x_train=a["x_train"].transpose(0, 3, 1, 2)), "shape (6, 3, 32, 32), expected (N, 32, 32, 3)"),
+    (lambda a: dict(a, x_train=a["x_train"][:, :28, :28]), "shape (6, 28, 28, 3)"),
+    (lambda a: dict(a, x_train=a["x_train"][..., 0]), "shape (6, 32, 32)"),
+    (lambda a: dict(a, x_train=a["x_train"][:0], y_train=a["y_train"][:0]), "shape (0, 32, 32, 3)"),
+    (lambda a: dict(a, y_train=a["y_train"].astype(np.float64)), "train labels are float64, expected integers"),
+    (lambda a: dict(a, y_test=a["y_test"] + 0.5), "test labels are float64, expected integers"),
+    (lambda a: dict(a, y_train=a["y_train"] % 2 == 0), "train labels are bool"),
+    (lambda a: dict(a, y_train=np.array(list("abcdef"))), "train labels are <U1"),
+    (lambda a: dict(a, y_train=np.eye(100, dtype=np.int64)[a["y_train"]]), "labels have shape (6, 100), expected (6,)"),
+    (lambda a: dict(a, y_train=a["y_train"][:5]), "labels have shape (5,), expected (6,)"),
+    (lambda a: dict(a, y_train=np.array([0, 1, 2, 3, 4, 100])), "labels span 0..100, outside 0..99"),
+    (lambda a: dict(a, y_test=np.array([-1, 0])), "test labels span -1..0"),
+    (lambda a: {k: v for k, v in a.items() if k != "x_test"}, "has no array 'x_test'"),
+    (lambda a: dict(a, y_train=np.array([0, 1, 2, 3, 4, None], dtype=object)), "not a readable CIFAR .npz"),
+]
+
+
+@pytest.mark.parametrize("make,needle", BAD_ARRAYS)
+def test_npz_arrays_are_checked_for_what_they_are(tmp_path, make, needle):
+    np.savez(tmp_path / "cifar100.npz", **make(good_arrays()))
     with pytest.raises(DataError, match="cifar100.npz") as e:
         load_cifar("cifar100", str(tmp_path))
-    assert needle in str(e.value)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_data_is_reported_as_permission_denied(tmp_path, monkeypatch):
+    np.savez(tmp_path / "cifar100.npz", **good_arrays())
+
+    def denied(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(DataError, match="permission denied") as e:
+        load_cifar("cifar100", str(tmp_path))
+    assert "not found" not in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_data_folder_is_not_reported_as_missing(tmp_path):
+    np.savez(tmp_path / "cifar100.npz", **good_arrays())
+    os.chmod(tmp_path, 0o000)
+    try:
+        with pytest.raises(DataError, match="permission denied"):
+            load_cifar("cifar100", str(tmp_path))
+    finally:
+        os.chmod(tmp_path, 0o755)
+
+
+def test_data_root_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        load_cifar("cifar100", str(tmp_path / "f"))
+
+
+def test_subset_larger_than_the_data_is_refused(tmp_path):
+    np.savez(tmp_path / "cifar100.npz", **good_arrays())
+    from omegaconf import OmegaConf
+
+    from gated_pruning.data import build_data
+
+    cfg = OmegaConf.create({"name": "cifar100", "root": str(tmp_path), "download": False, "batch_size": 2,
+                            "eval_batch_size": 2, "train_size": 7, "test_size": None, "pad": 4, "flip": True})
+    with pytest.raises(DataError, match=r"dataset.train_size=7 is larger than the data set \(6 images\)"):
+        build_data(cfg, "cpu", 0)
