@@ -15,6 +15,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    cli.check_overrides(sys.argv[1:])
-    cli.check_output_dir(sys.argv[1:])
-    main()
+    try:
+        sys.argv[1:] = cli.preflight(sys.argv[1:])  # every job checked, the run directory claimed
+        main()
+    except KeyboardInterrupt:
+        cli.fail("stopped by SIGINT before the run started", 130)

@@ -27,7 +27,7 @@ def _num(x) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
-def _show(value) -> str:
+def show(value) -> str:
     """A value as a command line would write it: 0.5, 'abc', null, true."""
     if value is None:
         return "null"
@@ -96,7 +96,7 @@ class Rule:
             for v in value:
                 p = self.item.problem(v)
                 if p:
-                    return f"holds {_show(v)}, which {p}"
+                    return f"holds {show(v)}, which {p}"
             return None
         # numbers
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -225,7 +225,7 @@ RULES: dict[str, Rule] = {
 def _warmup_within_run(c: dict) -> str | None:
     w, e = c.get("optimizer", {}).get("warmup_epochs"), c.get("trainer", {}).get("epochs")
     if w is not None and e is not None and w > e:
-        return f"optimizer.warmup_epochs={_show(w)} is longer than the run (trainer.epochs={e})"
+        return f"optimizer.warmup_epochs={show(w)} is longer than the run (trainer.epochs={e})"
     return None
 
 
@@ -236,7 +236,7 @@ def _dataset_keys_match_name(c: dict) -> str | None:
     need = ("num_classes", "seed", "train_size", "test_size") if d["name"] == "synthetic" else ("root", "download")
     missing = [k for k in need if k not in d]
     if missing:
-        return (f"dataset.name={_show(d['name'])} needs dataset.{missing[0]}: pick the data set with "
+        return (f"dataset.name={show(d['name'])} needs dataset.{missing[0]}: pick the data set with "
                 f"dataset={d['name']} instead of setting dataset.name")
     if d["name"] == "synthetic":
         for k in ("train_size", "test_size"):
@@ -289,12 +289,12 @@ def problems(cfg: DictConfig | dict) -> list[str]:
     for key, value in sorted(flat.items(), key=lambda kv: kv[0].count(".")):
         rule = RULES.get(key)
         if rule is None:
-            out.append(f"{key}={_show(value)}: no validation rule for this key (add one to RULES "
+            out.append(f"{key}={show(value)}: no validation rule for this key (add one to RULES "
                        "in gated_pruning/config.py)")
             continue
         p = rule.problem(value)
         if p:
-            out.append(f"{key}={_show(value)} {p}")
+            out.append(f"{key}={show(value)} {p}")
     if not out:
         for check in CROSS_CHECKS:
             p = check(c)

@@ -19,3 +19,11 @@ class CheckpointError(UserError):
 
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM) that ends the run at once, without a new checkpoint."""
+
+    def __init__(self, signame: str = "SIGINT"):
+        super().__init__(signame)
+        self.signame = signame
