@@ -2,6 +2,7 @@
 refused with a one-line reason when corrupt or from a different model or config."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -14,21 +15,29 @@ FORMAT = 1
 FILENAME = "checkpoint.pt"
 
 
-def save(obj: dict, path: str) -> None:
-    """Write `obj` to `path` so that `path` is always either the old or the new file."""
+@contextlib.contextmanager
+def atomic(path: str):
+    """Yield a temporary path next to `path`; on success it replaces `path` (fsynced), on any
+    failure or stop signal it is removed: `path` is always either absent, the old or the new file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj, format=FORMAT), f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save(obj: dict, path: str) -> None:
+    """Write `obj` to `path` so that `path` is always either the old or the new file."""
+    with atomic(path) as tmp:
+        torch.save(dict(obj, format=FORMAT), tmp)
 
 
 def resolve(path: str) -> str:

@@ -133,7 +133,8 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         }
         if not main:  # rank 0 writes, prunes and reports
             return results
-        torch.save({"model": model.state_dict(), "config": config}, os.path.join(run_dir, "model.pt"))
+        with checkpoint.atomic(os.path.join(run_dir, "model.pt")) as tmp:  # never half a file
+            torch.save({"model": model.state_dict(), "config": config}, tmp)
         if cfg.prune.enabled:
             results["prune"] = prune_run(model, cfg, trainer, run_dir)
         write_json(results, os.path.join(run_dir, RESULTS))

@@ -15,11 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from gated_pruning import checkpoint, distributed, stats
-from gated_pruning.errors import CheckpointError, ConfigError, Diverged
+from gated_pruning.errors import CheckpointError, ConfigError, Diverged, Interrupted
 
 
 class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint was saved. Carries its path."""
+    """A stop signal (SIGTERM, or Ctrl-C's SIGINT) arrived; the step was finished and a
+    checkpoint saved. Carries its path and the signal's name."""
+
+    def __init__(self, path: str, signame: str = "SIGTERM"):
+        super().__init__(path)
+        self.path, self.signame = path, signame
 
 
 def _rng_state() -> dict:
@@ -45,6 +50,7 @@ class Trainer:
         self.tracker = tracker
         self.run_dir = run_dir
         self.fingerprint = fingerprint or {}
+        self.resumable = fingerprint is not None  # a stop signal saves a checkpoint to resume from
         self.eps = eps
         self.prefix = log_prefix
         self.step_offset = step_offset  # added to the step reported to the tracker
@@ -150,7 +156,7 @@ class Trainer:
             raise ConfigError(f"the training set ({self.train_loader.num_examples} examples) is "
                              f"smaller than dataset.batch_size={self.train_loader.batch_size}")
         self.model.train()
-        with self._sigterm_saves():
+        with self._signals_save() if self.resumable else contextlib.nullcontext():
             while self.epoch < cfg.epochs:
                 batches = self.train_loader.epoch(self.epoch, self.batch)
                 bar = _progress(batches, total=steps_per_epoch, initial=self.batch,
@@ -166,11 +172,18 @@ class Trainer:
                         self._check_finite()
                         self.save_checkpoint()
                     if self._stop_requested():
-                        self._check_finite()
-                        path = self.save_checkpoint()
-                        raise Preempted(path)
+                        self._stop()
                 self._end_epoch()
+                if self._stop_requested():
+                    self._stop()
+            if self.resumable and self._stop_requested(agree=True):  # the last step's signal
+                self._stop()
         return self.metrics
+
+    def _stop(self):
+        self._check_finite()
+        path = self.save_checkpoint()
+        raise Preempted(path, signal.Signals(self._stop_signal or signal.SIGTERM).name)
 
     def _running(self) -> tuple[float, float]:
         """(mean train loss, train top-1) since the epoch began, over every rank."""
@@ -280,31 +293,36 @@ class Trainer:
         self._dstep = r["dstep"].to(self.device)
         self.extra_state = state.get("extra", {})
 
-    def _stop_requested(self) -> bool:
-        """SIGTERM seen (by any rank: agreed at log steps, or epoch ends with log_every=0, under
-        data parallelism, so that every rank stops at the same step)."""
+    def _stop_requested(self, agree: bool = False) -> bool:
+        """A stop signal seen (by any rank: agreed at log steps, or epoch ends with log_every=0,
+        under data parallelism, so that every rank stops at the same step; `agree`: at a point
+        every rank reaches, such as the end of training)."""
         if distributed.world_size() == 1:
             return self._stop_signal is not None
-        if self.step % (self.cfg.log_every or len(self.train_loader)):
+        if not agree and self.step % (self.cfg.log_every or len(self.train_loader)):
             return False
         flag = torch.full((), float(self._stop_signal is not None), device=self.device)
         return distributed.all_reduce_sum(flag).item() > 0
 
     @contextlib.contextmanager
-    def _sigterm_saves(self):
-        """While training, SIGTERM finishes the current step, saves a checkpoint and stops."""
+    def _signals_save(self):
+        """While training, SIGTERM or SIGINT (Ctrl-C) finishes the current step, saves a
+        checkpoint and stops (`Preempted`); a second SIGINT stops at once (`Interrupted`)."""
         def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise Interrupted("SIGINT")
             self._stop_signal = signum
 
         try:
-            previous = signal.signal(signal.SIGTERM, handler)
+            previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         except ValueError:  # not the main thread: leave signals alone
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 @torch.no_grad()
