@@ -2,50 +2,106 @@
 
     python -m gated_pruning.evaluate RUN_DIR/compact.pt2 --data-root DIR [--test-size N]
 
-The file is a torch.export program; its metadata names the data set and normalization.
+The file is a torch.export program; its metadata names the data set and normalization (and, for
+a run on synthetic data, what re-creates that data). A run directory may be given for its
+compact.pt2.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 
 import torch
 
 
 def main(argv=None) -> int:
-    from gated_pruning.data import Loader, load_cifar, subset
+    from gated_pruning.cli import ArgumentParser, arg, run_tool
+    from gated_pruning.config import RULES, integer
+
+    p = ArgumentParser(prog="python -m gated_pruning.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("compact", help="a compact.pt2 written by a run or by gated_pruning.prune (or its folder)")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--test-size", type=arg(integer(1), "--test-size"),
+                   help="a seeded random subset (default: the run's)")
+    p.add_argument("--seed", type=arg(RULES["seed"], "--seed"), help="subset seed (default: the run's)")
+    p.add_argument("--batch-size", type=arg(integer(1), "--batch-size"), default=500)
+    return run_tool(_evaluate, p.parse_args(argv))
+
+
+def _evaluate(a) -> int:
+    from gated_pruning.cli import one_line, readable_file
+    from gated_pruning.data import NUM_CLASSES, Loader, load_cifar, subset, synthetic
     from gated_pruning.errors import UserError
 
-    p = argparse.ArgumentParser(prog="python -m gated_pruning.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("compact", help="a compact.pt2 written by a run or by gated_pruning.prune")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--test-size", type=int, help="a seeded random subset (default: the run's)")
-    p.add_argument("--seed", type=int, help="subset seed (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=500)
-    a = p.parse_args(argv)
+    path = a.compact
+    if os.path.isdir(path):
+        path = os.path.join(path, "compact.pt2")
+    readable_file(path, ": give a compact.pt2 written by a run or by gated_pruning.prune")
+    if not _is_pt2_archive(path):
+        raise UserError(f"{path}: not a compact network (a torch.export .pt2 archive, as written by a run "
+                        "or by gated_pruning.prune)")
+    extra = {"meta.json": ""}
     try:
-        extra = {"meta.json": ""}
-        try:
-            program = torch.export.load(a.compact, extra_files=extra)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"{a.compact}: not a readable compact network ({type(e).__name__})") from None
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: not a readable compact network ({type(e).__name__}: {one_line(e, 160)})") from None
+    try:
         meta = json.loads(extra["meta.json"])
-        _, test = load_cifar(meta["dataset"], a.data_root, download=False)
-        test = subset(test, a.test_size if a.test_size is not None else meta["test_size"],
-                      a.seed if a.seed is not None else meta["subset_seed"])
-        loader = Loader(test, a.batch_size, "cpu", meta["mean"], meta["std"], train=False)
-        model = program.module()
-        correct = 0
-        with torch.no_grad():
-            for x, y in loader.epoch():
-                correct += (model(x).argmax(1) == y).sum().item()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        name, mean, std = meta["dataset"], meta["mean"], meta["std"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: a torch.export program without gated_pruning's metadata (meta.json); "
+                        "evaluate it with torch.export.load(path).module()") from None
+    if name == "synthetic":
+        gen = meta.get("synthetic")
+        if not isinstance(gen, dict):
+            raise UserError(f"{path} was trained on synthetic data by an older version that did not record "
+                            "how to re-create it; prune the run again (python -m gated_pruning.prune RUN_DIR "
+                            "--threshold T) for a file that can be evaluated")
+        try:
+            _, test = synthetic(gen["num_classes"], gen["train_size"], gen["test_size"], seed=gen["seed"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"{path}: its synthetic-data metadata is damaged ({type(e).__name__}: {e})") from None
+        num_classes = gen["num_classes"]
+    elif name in NUM_CLASSES:
+        _, test = load_cifar(name, a.data_root, download=False)
+        num_classes = NUM_CLASSES[name]
+    else:
+        raise UserError(f"{path}: unknown data set {name!r} in its metadata")
+    test_size = a.test_size if a.test_size is not None else meta.get("test_size")
+    test = subset(test, test_size, a.seed if a.seed is not None else meta.get("subset_seed", 0),
+                  "--test-size" if a.test_size is not None else "the run's dataset.test_size")
+    loader = Loader(test, a.batch_size, "cpu", mean, std, train=False)
+    model = program.module()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader.epoch():
+            try:
+                out = model(x)
+            except Exception as e:  # noqa: BLE001 - a program for other inputs
+                raise UserError(f"{path} cannot run on {name} images ({type(e).__name__}: "
+                                f"{one_line(e, 160)})") from None
+            if out.dim() != 2 or out.shape[1] != num_classes:
+                raise UserError(f"{path} outputs shape {tuple(out.shape)} per batch, but {name} has "
+                                f"{num_classes} classes")
+            correct += (out.argmax(1) == y).sum().item()
     top1 = correct / loader.num_examples
-    print(json.dumps({"top1": top1, "examples": loader.num_examples, "widths": meta["widths"]}))
+    print(json.dumps({"top1": top1, "examples": loader.num_examples, "widths": meta.get("widths")}))
     return 0
+
+
+def _is_pt2_archive(path: str) -> bool:
+    """A zip archive in torch.export's layout, named .pt2 (torch.export.load logs a traceback
+    for anything else before it fails)."""
+    import zipfile
+
+    if not path.endswith(".pt2") or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("archive_format") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Command line, to prune a finished run again at another threshold:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -163,7 +162,10 @@ def save_compact(model: VGG, path: str, meta: dict) -> None:
     model = copy.deepcopy(model).cpu().eval()
     x = torch.zeros(2, model.features[0].conv.in_channels, 32, 32)
     program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
-    torch.export.save(program, path, extra_files={"meta.json": json.dumps(meta)})
+    from gated_pruning.checkpoint import atomic
+
+    with atomic(path) as tmp:  # never half a file, also when stopped
+        torch.export.save(program, tmp, extra_files={"meta.json": json.dumps(meta)})
 
 
 def load_compact(path: str, map_location=None):
@@ -175,50 +177,63 @@ def load_compact(path: str, map_location=None):
 
 def main(argv=None) -> int:
     """Prune a finished run's gated network (RUN_DIR/model.pt) again, at another threshold."""
+    from gated_pruning.cli import ArgumentParser, arg, run_tool
+    from gated_pruning.config import RULES
+
+    p = ArgumentParser(prog="python -m gated_pruning.prune", description=main.__doc__)
+    p.add_argument("run_dir")
+    p.add_argument("--threshold", type=arg(RULES["prune.threshold"], "--threshold"), required=True,
+                   help="remove gates with |gate| <= this")
+    p.add_argument("--round-to", type=arg(RULES["prune.round_to"], "--round-to"), default=1,
+                   help="round kept widths up to a multiple of this")
+    p.add_argument("--data-root", help="override dataset.root of the run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="output folder (default RUN_DIR/prune-<threshold>); must not exist")
+    return run_tool(_prune_again, p.parse_args(argv))
+
+
+def _prune_again(a) -> int:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from gated_pruning.cli import one_line, readable_dir, readable_file, staged
+    from gated_pruning.config import check_device
     from gated_pruning.data import build_data
     from gated_pruning.errors import UserError
     from gated_pruning.experiment import pick_device, write_json
     from gated_pruning.train import evaluate
 
-    p = argparse.ArgumentParser(prog="python -m gated_pruning.prune", description=main.__doc__)
-    p.add_argument("run_dir")
-    p.add_argument("--threshold", type=float, required=True, help="remove gates with |gate| <= this")
-    p.add_argument("--round-to", type=int, default=1, help="round kept widths up to a multiple of this")
-    p.add_argument("--data-root", help="override dataset.root of the run")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="output folder (default RUN_DIR/prune-<threshold>); must not exist")
-    a = p.parse_args(argv)
-    try:
-        path = os.path.join(a.run_dir, "model.pt")
-        if not os.path.isfile(path):
-            raise UserError(f"{path} not found: give the directory of a finished run")
-        if a.threshold < 0:
-            raise UserError(f"--threshold={a.threshold} must be >= 0")
-        if a.round_to < 1:
-            raise UserError(f"--round-to={a.round_to} must be >= 1")
-        out = a.out or os.path.join(a.run_dir, f"prune-{a.threshold:g}")
-        if os.path.exists(out):
-            raise UserError(f"{out} exists already; pass another --out (nothing is overwritten)")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = OmegaConf.create(saved["config"])
-        if a.data_root:
-            cfg.dataset.root = a.data_root
-        cfg.prune = OmegaConf.merge(cfg.prune, {"threshold": a.threshold, "round_to": a.round_to})
-        device = pick_device(a.device)
-        _, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
-        model = instantiate(cfg.model, num_classes=num_classes, binarizer=instantiate(cfg.binarizer))
-        model.load_state_dict(saved["model"])
+    readable_dir(a.run_dir, "run directory")
+    path = readable_file(os.path.join(a.run_dir, "model.pt"), ": give the directory of a finished run")
+    check_device(a.device)
+    if a.data_root:
+        readable_dir(a.data_root, "--data-root")
+    out = a.out or os.path.join(a.run_dir, f"prune-{a.threshold:g}")
+    with staged(out) as tmp:  # made now: an unwritable --out fails before any work
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled code: all refused
+            raise UserError(f"{path} is not a readable model.pt ({type(e).__name__}: {one_line(e, 160)})") from None
+        if not isinstance(saved, dict) or not {"model", "config"} <= saved.keys():
+            raise UserError(f"{path} is not a model.pt written by a run (no 'model' and 'config' in it)")
+        try:
+            cfg = OmegaConf.create(saved["config"])
+            if a.data_root:
+                cfg.dataset.root = a.data_root
+            cfg.prune = OmegaConf.merge(cfg.prune, {"threshold": a.threshold, "round_to": a.round_to})
+            device = pick_device(a.device)
+            _, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
+            model = instantiate(cfg.model, num_classes=num_classes, binarizer=instantiate(cfg.binarizer))
+            model.load_state_dict(saved["model"])
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a config or state this code cannot rebuild
+            raise UserError(f"cannot rebuild the network of {path} from its config ({type(e).__name__}: "
+                            f"{one_line(e, 200)})") from None
         model.to(device)
         small, result = prune_and_measure(model, cfg.prune, lambda m: evaluate(m, test_loader))
-        os.makedirs(out)
-        save_compact(small, os.path.join(out, COMPACT_FILE), compact_meta(cfg, result))
-        write_json(result, os.path.join(out, "prune.json"))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        save_compact(small, os.path.join(tmp, COMPACT_FILE), compact_meta(cfg, result))
+        write_json(result, os.path.join(tmp, "prune.json"))
     print(json.dumps({k: result[k] for k in ("threshold", "kept", "speedup")}))
     print(f"top1 dense {result['test']['dense']['top1']:.4f} compact {result['test']['compact']['top1']:.4f}"
           f"; written to {out}")
@@ -230,10 +245,14 @@ def compact_meta(cfg, result: dict) -> dict:
     from gated_pruning.data import STATS
 
     mean, std = STATS[cfg.dataset.name]
-    return {"dataset": cfg.dataset.name, "mean": mean, "std": std,
+    meta = {"dataset": cfg.dataset.name, "mean": mean, "std": std,
             "test_size": cfg.dataset.get("test_size"), "subset_seed": cfg.seed + 1,
             "widths": result["compact"]["widths"], "threshold": result["threshold"],
             "test_top1": result["test"]["compact"]["top1"]}
+    if cfg.dataset.name == "synthetic":  # what re-creates its test set (no subset is drawn)
+        meta["synthetic"] = {k: cfg.dataset[k] for k in ("num_classes", "train_size", "test_size", "seed")}
+        meta["test_size"] = None
+    return meta
 
 
 if __name__ == "__main__":

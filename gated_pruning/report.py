@@ -10,11 +10,12 @@ counts instead.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
+
+from gated_pruning.errors import UserError
 
 RESULTS = "results.json"
 PLOTS = ("accuracy_vs_flops.png", "zero_gate_heatmap.png", "kept_widths.png")
@@ -26,7 +27,7 @@ BINARIZERS = {"NoBinarizer": "float", "ThresholdBinarizer": "threshold",
               "StochasticBinarizer": "stochastic"}
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A problem with the input folder: reported as one `error:` line."""
 
 
@@ -36,6 +37,13 @@ def _get(d, *keys, default=None):
             return default
         d = d[k]
     return d
+
+
+def _number(x) -> float | None:
+    """x as a finite float, or None for anything else (a results.json edited by hand, a bool)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
 
 
 def _short(target: str | None, table: dict) -> str:
@@ -63,8 +71,9 @@ def find_results(root: str) -> list[str]:
 
 def load_runs(root: str) -> list[dict]:
     """One record per readable results.json below `root`, sorted by variant, gamma, name."""
-    if not os.path.isdir(root):
-        raise ReportError(f"{root} is not a directory")
+    from gated_pruning.cli import readable_dir
+
+    readable_dir(root)
     paths = find_results(root)
     if not paths:
         raise ReportError(f"no {RESULTS} found under {root}")
@@ -82,18 +91,36 @@ def load_runs(root: str) -> list[dict]:
         name = os.path.relpath(run_dir, root)
         if name == ".":
             name = os.path.basename(os.path.abspath(root))
-        runs.append(make_record(res, name))
+        try:
+            runs.append(make_record(res, name))
+        except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            print(f"warning: skipping {path}: not the results of a run ({type(e).__name__}: {e})",
+                  file=sys.stderr)
     if not runs:
         raise ReportError(f"no readable {RESULTS} under {root}")
     runs.sort(key=lambda r: (r["variant"], math.inf if r["gamma"] is None else r["gamma"], r["name"]))
     return runs
 
 
+def _numbers(xs) -> list | None:
+    """A list of finite numbers, or None when `xs` is anything else."""
+    if not isinstance(xs, list) or any(_number(x) is None for x in xs):
+        return None
+    return xs
+
+
 def make_record(res: dict, name: str) -> dict:
     config = res.get("config") or {}
-    gates = res.get("gates") or {}
+    gates = dict(res.get("gates") or {})
     prune = res.get("prune") or None
-    if prune is not None and not (_get(prune, "dense", "widths") and _get(prune, "compact", "widths")):
+    if not isinstance(config, dict) or not isinstance(prune, (dict, type(None))):
+        raise TypeError("config and prune must be JSON objects")
+    gates["channels"] = _numbers(gates.get("channels"))
+    gates["history"] = [h for h in gates.get("history") or [] if isinstance(h, dict)
+                        and _number(h.get("step")) is not None and _numbers(h.get("zeros")) is not None]
+    if not isinstance(gates.get("final"), dict) or _numbers(gates["final"].get("zeros")) is None:
+        gates["final"] = None
+    if prune is not None and not (_numbers(_get(prune, "dense", "widths")) and _numbers(_get(prune, "compact", "widths"))):
         prune = None  # an incomplete section: treat the run as unpruned
     channels = gates.get("channels") or []
     sparsity = None
@@ -108,18 +135,20 @@ def make_record(res: dict, name: str) -> dict:
         zeros = _get(gates, "final", "zeros") or []
         dead = [n for n, z, c in zip(gates.get("layers") or [], zeros, channels) if c and z == c]
     gamma = config.get("gamma")
+    if sparsity is not None:
+        sparsity = [float(x) for x in sparsity]
     return {
         "name": name,
         "variant": variant_of(config),
-        "gamma": float(gamma) if isinstance(gamma, (int, float)) else None,
-        "top1": _get(res, "metrics", "test", "top1"),
-        "pruned_top1": _get(prune, "test", "compact", "top1"),
-        "finetuned_top1": _get(prune, "finetune", "test", "top1"),
-        "flops_kept": _get(prune, "kept", "flops"),
-        "params_kept": _get(prune, "kept", "params"),
-        "speedup": _get(prune, "speedup"),
+        "gamma": _number(gamma),
+        "top1": _number(_get(res, "metrics", "test", "top1")),
+        "pruned_top1": _number(_get(prune, "test", "compact", "top1")),
+        "finetuned_top1": _number(_get(prune, "finetune", "test", "top1")),
+        "flops_kept": _number(_get(prune, "kept", "flops")),
+        "params_kept": _number(_get(prune, "kept", "params")),
+        "speedup": _number(_get(prune, "speedup")),
         "sparsity": sparsity,
-        "layers": gates.get("layers") or [f"conv{i}" for i in range(len(channels))],
+        "layers": [str(n) for n in gates.get("layers") or []] or [f"conv{i}" for i in range(len(channels))],
         "channels": channels,
         "history": gates.get("history") or [],
         "dense_widths": _get(prune, "dense", "widths"),
@@ -377,28 +406,30 @@ def plot_kept_widths(runs: list[dict], path: str) -> None:
 
 def write_report(root: str, out: str | None = None) -> tuple[str, list[dict]]:
     """Write report.md and the plots; returns (report.md path, runs)."""
+    from gated_pruning.cli import staged
+
     runs = load_runs(root)
     out = out or os.path.join(root, "report")
-    os.makedirs(out, exist_ok=True)
-    plot_accuracy_vs_flops(runs, os.path.join(out, PLOTS[0]))
-    plot_zero_gate_heatmap(runs, os.path.join(out, PLOTS[1]))
-    plot_kept_widths(runs, os.path.join(out, PLOTS[2]))
-    md = os.path.join(out, "report.md")
-    with open(md, "w") as f:
-        f.write(markdown_report(runs, root))
-    return md, runs
+    with staged(out, replace=True) as tmp:  # all files or none: a failure leaves no half report
+        plot_accuracy_vs_flops(runs, os.path.join(tmp, PLOTS[0]))
+        plot_zero_gate_heatmap(runs, os.path.join(tmp, PLOTS[1]))
+        plot_kept_widths(runs, os.path.join(tmp, PLOTS[2]))
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(markdown_report(runs, root))
+    return os.path.join(out, "report.md"), runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gated_pruning.report", description=__doc__.split("\n")[0])
+    from gated_pruning.cli import ArgumentParser, run_tool
+
+    parser = ArgumentParser(prog="python -m gated_pruning.report", description=__doc__.split("\n")[0])
     parser.add_argument("dir", help="a Hydra multirun folder, or any folder with results.json files below it")
     parser.add_argument("--out", default=None, help="output folder (default: DIR/report)")
-    args = parser.parse_args(argv)
-    try:
-        md, runs = write_report(args.dir, args.out)
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_tool(_report, parser.parse_args(argv))
+
+
+def _report(args) -> int:
+    md, runs = write_report(args.dir, args.out)
     print(markdown_table(runs))
     print(f"\nwrote {md} and {', '.join(PLOTS)} ({len(runs)} runs)")
     return 0
