@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 import torch
@@ -17,21 +18,21 @@ FILENAME = "checkpoint.pt"
 
 @contextlib.contextmanager
 def atomic(path: str):
-    """Yield a temporary path next to `path`; on success it replaces `path` (fsynced), on any
-    failure or stop signal it is removed: `path` is always either absent, the old or the new file."""
+    """Yield a temporary path of the same name, in a temporary folder next to `path`; on success
+    it replaces `path` (fsynced), on any failure or stop signal it is removed: `path` is always
+    either absent, the old or the new file. (The same name: torch's zip archives name their
+    root folder after the file.)"""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
+    tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
+    tmp = os.path.join(tmpdir, os.path.basename(path))
     try:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def save(obj: dict, path: str) -> None:

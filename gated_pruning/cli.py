@@ -332,9 +332,16 @@ def preflight(argv: list[str], conf_dir: str = CONF_DIR) -> list[str]:
     """Check every job's config before any work; claim the output directory; return the
     command line for Hydra (the same, with the claimed directory set)."""
     args = _hydra_args(argv)
+    commands = args.run + args.multirun + (args.cfg is not None) + args.shell_completion + (args.info is not None)
+    if commands > 1:  # Hydra's own checks, which it reports with a traceback
+        fail("only one of --run, --multirun, --cfg, --info and --shell-completion can be given")
+    if args.resolve and not (args.cfg or args.help):
+        fail("--resolve only goes with --cfg or --help")
+    if args.experimental_rerun is not None and not os.path.isfile(args.experimental_rerun):
+        fail(f"--experimental-rerun {args.experimental_rerun}: no such file (give a run's .hydra/config.pickle)")
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
             or args.experimental_rerun:
-        return argv  # Hydra prints something and runs nothing
+        return argv  # Hydra prints something and runs nothing (a rerun: Hydra's own experiment)
     check_overrides(args.overrides, conf_dir)
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -397,7 +404,7 @@ def _check_jobs(compose, overrides: list[str], multirun: bool):
                      if not o.is_sweep_override()]]
         configs = []
         for i, job in enumerate(jobs):
-            prefix = f"job {i} of {len(jobs)} ({' '.join(job)}): "
+            prefix = f"job {i} of {len(jobs)} ({' '.join(job)}): " if len(jobs) > 1 else ""
             compose.prefix = prefix
             base = _check_keys(hydra_overrides + list(job), compose, prefix)
             cfg = compose(hydra_overrides + list(job))
@@ -550,6 +557,14 @@ def stop_signals_raise():
             signal.signal(s, h)
 
 
+def _ignore_stop_signals() -> None:
+    """The run has stopped and says so: a further Ctrl-C while the interpreter shuts down would
+    only add a traceback after the one line."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(s, signal.SIG_IGN)
+
+
 def _resume_command(hydra_config, path: str) -> str:
     same = [o for o in hydra_config.overrides.task if not o.startswith("resume=")]
     return " ".join(["python run.py", *map(shlex.quote, same), shlex.quote(f"resume={path}")])
@@ -577,9 +592,11 @@ def run_job(cfg, hydra_config) -> float:
     except UserError as e:
         fail(str(e))
     except Preempted as e:
+        _ignore_stop_signals()
         fail(f"stopped by {e.signame}; checkpoint saved to {e.path}; continue with: "
              f"{_resume_command(hydra_config, e.path)}{later}", EXIT_CODES.get(e.signame, 130))
     except KeyboardInterrupt as e:
+        _ignore_stop_signals()
         signame = getattr(e, "signame", "SIGINT")
         saved = os.path.join(run_dir, checkpoint.FILENAME)
         if not os.path.isfile(saved):

@@ -320,8 +320,10 @@ def check_device(name: str, need_available: bool = True) -> None:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
+    if device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device={name!r} is not supported (auto, cpu, cuda, cuda:N)")
+    if need_available and device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r} but MPS is not available here (use device=auto or cpu)")
     if need_available and device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")

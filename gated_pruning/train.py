@@ -171,10 +171,10 @@ class Trainer:
                     if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                         self._check_finite()
                         self.save_checkpoint()
-                    if self._stop_requested():
+                    if self.resumable and self._stop_requested():
                         self._stop()
                 self._end_epoch()
-                if self._stop_requested():
+                if self.resumable and self._stop_requested():
                     self._stop()
             if self.resumable and self._stop_requested(agree=True):  # the last step's signal
                 self._stop()

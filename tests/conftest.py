@@ -21,7 +21,7 @@ def make_cfg(*overrides):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def run_py(*args, cwd=None, env=None, timeout=600):
+def run_py(*args, cwd=None, env=None, timeout=3000):
     """`python run.py args` in a subprocess; returns the CompletedProcess (never raises)."""
     e = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
     for k, v in (env or {}).items():  # None removes a variable
@@ -31,6 +31,27 @@ def run_py(*args, cwd=None, env=None, timeout=600):
             e[k] = v
     return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd or ROOT,
                           env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(d):
+    """{relative path: bytes} of every file below `d` (.hydra/ included)."""
+    out = {}
+    for dirpath, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, d)] = fh.read()
+    return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished smoke run (1 epoch, pruned, compact.pt2 written), shared by the tests that
+    need a run directory; none may change it (they compare snapshots before and after)."""
+    d = tmp_path_factory.mktemp("finished")
+    r = run_py("experiment=smoke", "trainer.epochs=1", f"hydra.run.dir={d}")
+    assert r.returncode == 0, r.stderr
+    return d
 
 
 @pytest.fixture

@@ -1,6 +1,4 @@
 """Every config group option composes and builds; bad values get one line and a non-zero exit."""
-import os
-
 import pytest
 from hydra.utils import instantiate
 
@@ -8,7 +6,7 @@ from gated_pruning.cli import group_options
 from gated_pruning.config import check_config
 from gated_pruning.optim import split_parameters
 
-from conftest import CONF, make_cfg, run_py
+from conftest import CONF, make_cfg, run_py, snapshot
 
 GROUPS = group_options(CONF)
 
@@ -45,12 +43,9 @@ def test_gamma_is_top_level_and_reaches_both_gate_optimizers():
 
 
 @pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory):
+def earlier_run(finished_run):
     """A finished run directory that the failing commands below must leave untouched."""
-    d = tmp_path_factory.mktemp("earlier")
-    r = run_py("experiment=smoke", "trainer.epochs=1", f"hydra.run.dir={d}")
-    assert r.returncode == 0, r.stderr
-    return d, {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))}
+    return finished_run, snapshot(finished_run)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -73,8 +68,7 @@ def test_bad_input_gets_one_line_and_nonzero_exit(override, needle, earlier_run,
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error: ") and needle in lines[-1], r.stderr
     assert "Traceback" not in r.stderr
-    after = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d) if os.path.isfile(os.path.join(d, f))}
-    assert after == before
+    assert snapshot(d) == before
 
 
 def test_download_impossible_names_the_fix(tmp_path):

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, run_py
+from conftest import ROOT, run_py, snapshot
 
 # 32 steps an epoch, a checkpoint every 5 steps: every step-checkpoint is mid-epoch
 ARGS = ["experiment=smoke", "dataset.train_size=2048", "trainer.epochs=2", "trainer.log_every=4",
@@ -39,7 +39,7 @@ def start(args, run_dir):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(path, proc, timeout=120):
+def wait_for(path, proc, timeout=3000):
     t = time.time()
     while not os.path.exists(path):
         assert proc.poll() is None, proc.communicate()
@@ -83,7 +83,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, t
     proc = start(ARGS + extra, stopped)
     wait_for(stopped / "checkpoint.pt", proc)  # training has started
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=3000)
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM; checkpoint saved to" in err and "resume=" in err
     state = torch.load(stopped / "checkpoint.pt", weights_only=True)
@@ -92,6 +92,85 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, t
     r = run_py(*ARGS, *extra, f"resume={stopped / 'checkpoint.pt'}", f"hydra.run.dir={resumed}")
     assert r.returncode == 0, r.stderr
     assert_identical(uninterrupted(extra), resumed)
+
+
+def one_error_line(err):
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def no_temporary_files(d):
+    return not [os.path.join(p, f) for p, ds, fs in os.walk(d) for f in fs + ds if ".tmp" in f]
+
+
+def test_ctrl_c_finishes_the_step_and_saves_and_a_signal_while_pruning_keeps_a_resume_point(uninterrupted, tmp_path):
+    extra = ["binarizer=threshold"]
+    # 1. Ctrl-C (SIGINT) mid-training: the step is finished, a checkpoint saved, the command printed
+    stopped = tmp_path / "stopped"
+    proc = start(ARGS + extra, stopped)
+    wait_for(stopped / "checkpoint.pt", proc)
+    before = {f: b for f, b in snapshot(stopped).items() if f != "checkpoint.pt"}
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=3000)
+    line = one_error_line(err)
+    assert proc.returncode == 130 and f"stopped by SIGINT; checkpoint saved to {stopped}/checkpoint.pt" in line
+    command = line.split("continue with: ")[1].split()
+    assert command[:2] == ["python", "run.py"] and command[-1] == f"resume={stopped}/checkpoint.pt"
+    assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] > 0
+    after = snapshot(stopped)
+    assert {f: after[f] for f in before} == before and no_temporary_files(stopped)
+    # 2. resumed into its own directory, then stopped (SIGTERM) while it prunes: nothing half
+    #    written, the resume point kept, the first run's files untouched
+    resumed = tmp_path / "resumed"
+    proc = start(ARGS + extra + [f"resume={stopped}", "prune.latency_reps=300"], resumed)
+    wait_for(resumed / "model.pt", proc)  # training is over, pruning has begun
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=3000)
+    line = one_error_line(err)
+    assert proc.returncode == 143 and "stopped by SIGTERM at once" in line, err
+    assert line.endswith(f"resume={resumed}/checkpoint.pt")
+    assert not (resumed / "results.json").exists() and not (resumed / "compact.pt2").exists()
+    assert no_temporary_files(resumed) and snapshot(stopped) == after
+    # 3. resume= finishes the run: what an uninterrupted run of the same seed gives, bit for bit
+    final = tmp_path / "final"
+    r = run_py(*ARGS, *extra, f"resume={resumed}", f"hydra.run.dir={final}")
+    assert r.returncode == 0, r.stderr
+    assert_identical(uninterrupted(extra), final)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    # two steps of 4096 images per epoch: the first checkpoint comes after step 1, in the middle
+    # of the epoch, and step 2 lasts far longer than the 50 ms between the two Ctrl-C
+    run = tmp_path / "run"
+    proc = start(["experiment=smoke", "dataset.train_size=8192", "dataset.batch_size=4096",
+                  "trainer.checkpoint_every_steps=1"], run)
+    wait_for(run / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=3000)
+    line = one_error_line(err)
+    assert proc.returncode == 130 and "stopped by SIGINT at once" in line and f"resume={run}/checkpoint.pt" in line
+    assert no_temporary_files(run)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] >= 1  # the last complete one
+
+
+def test_the_training_handler_stops_after_the_step_on_the_first_signal_and_at_once_on_the_second():
+    from gated_pruning.errors import Interrupted
+    from gated_pruning.train import Trainer
+
+    t = Trainer.__new__(Trainer)  # only the signal handling
+    t._stop_signal = None
+    previous = signal.getsignal(signal.SIGINT)
+    with t._signals_save():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert t._stop_signal == signal.SIGTERM
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def last_line(r):
@@ -112,16 +191,8 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    d = tmp_path_factory.mktemp("finished")
-    r = run_py("experiment=smoke", "trainer.epochs=1", f"hydra.run.dir={d}")
-    assert r.returncode == 0, r.stderr
-    return d
-
-
-def snapshot(d):
-    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))
-            if os.path.isfile(os.path.join(d, f))}
+def finished(finished_run):
+    return finished_run
 
 
 @pytest.mark.parametrize("make,needle", [
