@@ -25,6 +25,13 @@ def check_config(cfg: DictConfig) -> None:
     for key, ok, allowed in checks:
         if not ok:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} must be {allowed}")
+    float_gates = str(cfg.binarizer.get("_target_", "")).endswith("NoBinarizer")
+    clamped = cfg.optimizer.gates.get("clamp") in ("prox", True)
+    if cfg.model.get("gated", True) and cfg.model.get("gate_position") == "relu" and float_gates \
+            and not clamped:
+        raise ConfigError("model.gate_position=relu with float gates needs them clamped at 0 "
+                          "(optimizer.gates.clamp=prox for apg, =true for sgd): a negative gate after "
+                          "the ReLU cannot be folded into batch norm when pruning")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -18,7 +18,9 @@ from gated_pruning import checkpoint, distributed, prune
 from gated_pruning.data import build_data
 from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
+from gated_pruning.models import vgg
 from gated_pruning.optim import lr_lambda, split_parameters
+from gated_pruning.stats import count_params
 from gated_pruning.tracking import NullTracker, build_tracker
 from gated_pruning.train import Trainer
 
@@ -46,6 +48,39 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
     return device
+
+
+def architecture(cfg, num_classes: int) -> dict:
+    """How this run's network differs from the configured one, and the dense reference that its
+    FLOPs are counted against. A plain model with `target_flops` is uniform channel scaling: the
+    width multiplier whose FLOPs are `target_flops` of the configured network's."""
+    m = cfg.model
+    ref = vgg.vgg_widths(m.depth, m.width)
+    reference = vgg.VGG(ref, num_classes, gated=False)
+    out = {"source": "config", "overrides": {},
+           "reference": {"widths": reference.widths(), "flops": int(reference.flops()),
+                         "params": count_params(reference)}}
+    if not m.gated and cfg.target_flops is not None and m.get("widths") is None:
+        width = vgg.uniform_width(m.depth, m.width, cfg.target_flops, num_classes)
+        out.update(source="uniform", overrides={"width": width})
+    return out
+
+
+def cost(arch: dict, final) -> dict:
+    """FLOPs and params of the network a run delivers against its dense reference."""
+    ref = arch["reference"]
+    flops, params = int(final.flops()), count_params(final)
+    return {"reference": ref, "final": {"widths": final.widths(), "flops": flops, "params": params},
+            "flops_kept": flops / ref["flops"], "params_kept": params / ref["params"],
+            "architecture": {k: v for k, v in arch.items() if k not in ("reference",)}}
+
+
+def bind(obj, *args):
+    """`obj.bind(*args)`, a ValueError (an option that does not fit this model) as a ConfigError."""
+    try:
+        return obj.bind(*args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def finalize_gates(model, opt_g) -> None:
@@ -88,7 +123,8 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     state = checkpoint.load(cfg.resume) if cfg.resume else None
 
     train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
-    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer).to(device)
+    arch = architecture(cfg, num_classes)
+    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer, **arch["overrides"]).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights, gates = split_parameters(model)
@@ -99,9 +135,13 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, lam)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lam) if opt_g is not None else None
 
+    penalty = bind(build(cfg.penalty), model) if gates else None
     trainer = Trainer(model, train_loader, test_loader, opt_w, sched_w, cfg.trainer, opt_g=opt_g,
-                      sched_g=sched_g, run_dir=run_dir, fingerprint=fingerprint(cfg),
-                      eps=cfg.trainer.eps)
+                      sched_g=sched_g, penalty=penalty, run_dir=run_dir,
+                      fingerprint=fingerprint(cfg), eps=cfg.trainer.eps)
+    if cfg.target_flops is not None and gates:  # (a plain model took its width from it)
+        budget = build(cfg.budget, target=cfg.target_flops)
+        trainer.budget = bind(budget, model, penalty, trainer.hard_gates, total, cfg.prune.threshold)
     if state is not None:
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -128,14 +168,17 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
                 "final": history_final,
                 "history": trainer.history,
                 "dead_layers": sorted(trainer.dead_warned),
+                "gamma_final": float(penalty.gamma) if penalty is not None else None,
             },
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
         }
         if not main:  # rank 0 writes, prunes and reports
             return results
         torch.save({"model": model.state_dict(), "config": config}, os.path.join(run_dir, "model.pt"))
+        final = model
         if cfg.prune.enabled:
-            results["prune"] = prune_run(model, cfg, trainer, run_dir)
+            results["prune"], final = prune_run(model, cfg, trainer, run_dir)
+        results["cost"] = cost(arch, final)
         write_json(results, os.path.join(run_dir, RESULTS))
         tracker.summary(summary_values(results))
         history = trainer.history
@@ -179,7 +222,7 @@ def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> dict:
     meta = prune.compact_meta(cfg, result)
     meta["test_top1"] = top1
     prune.save_compact(small, os.path.join(run_dir, prune.COMPACT_FILE), meta)
-    return result
+    return result, small
 
 
 def summary_values(results: dict) -> dict:

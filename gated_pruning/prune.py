@@ -77,6 +77,9 @@ def compact(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[VGG,
         out_idx, in_idx = keep.nonzero().flatten().to(device), keep_in.nonzero().flatten().to(device)
         new.conv.weight.copy_(old.conv.weight[out_idx][:, in_idx])
         g = old.gate.hard()[out_idx] if old.gate is not None else 1.0
+        if old.gate is not None and old.gate_position == "relu" and bool((g < 0).any()):
+            raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
+                             "gate_position=relu needs gates clamped at 0")
         new.bn.weight.copy_(old.bn.weight[out_idx] * g)
         new.bn.bias.copy_(old.bn.bias[out_idx] * g)
         new.bn.running_mean.copy_(old.bn.running_mean[out_idx])
