@@ -170,7 +170,8 @@ class Gate(nn.Module):
 
     `init` (+ Gaussian `jitter` of that std) is the initial latent value; `min_keep` is a layer
     floor: the `floor_count(min_keep)` channels with the largest latent gates are held open
-    (binary gates) and exempt from the penalty, so no layer can die.
+    (binary gates) and exempt from the penalty, so no layer can die. `mask` (a buffer, all True
+    until a FLOPs budget freezes the architecture) closes channels for good: their gate is 0.
     """
 
     def __init__(self, num_channels: int, init: float = 1.0, binarizer=None, jitter: float = 0.0,
@@ -182,6 +183,7 @@ class Gate(nn.Module):
         self.weight = nn.Parameter(weight)
         self.binarizer = binarizer if binarizer is not None else NoBinarizer()
         self.min_keep = floor_count(min_keep, num_channels)
+        self.register_buffer("mask", torch.ones(num_channels, dtype=torch.bool))
 
     def floor(self) -> torch.Tensor | None:
         """Bool mask of the channels the layer floor holds open (None without a floor)."""
@@ -193,11 +195,13 @@ class Gate(nn.Module):
 
     def value(self) -> torch.Tensor:
         """The per-channel multiplier of this forward pass (differentiable, STE for binary)."""
-        return self.binarizer(self.weight, self.training, self.floor())
+        return self.binarizer(self.weight, self.training, self.floor()) * self.mask
 
-    def hard(self) -> torch.Tensor:
-        """The deterministic gate value kept after training: 0/1 for binary gates."""
-        return self.binarizer.hard(self.weight.detach(), self.floor())
+    def hard(self, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic gate value kept after training (0/1 for binary gates), of the
+        parameter or of `weight` (e.g. APG's prox point)."""
+        w = self.weight.detach() if weight is None else weight.detach()
+        return self.binarizer.hard(w, self.floor()) * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.value().view(1, -1, *([1] * (x.dim() - 2)))

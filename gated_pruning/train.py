@@ -77,11 +77,10 @@ class Trainer:
         """Parameters as trained: APG's prox point for evaluation, counts and pruning."""
         return self.opt_g.prox_view() if self.opt_g is not None else contextlib.nullcontext()
 
-    def hard_gates(self) -> list[torch.Tensor]:
-        """The kept gate values per layer as trained (APG's prox point), without a copy."""
+    def trained_gate_weights(self) -> list[torch.Tensor]:
+        """Each gate's latent weight as trained (APG's prox point), without a copy."""
         prox = self.opt_g.prox_points() if self.opt_g is not None else {}
-        return [g.binarizer.hard(prox.get(g.weight, g.weight).detach(), g.floor())
-                for g in self.model.gates()]
+        return [prox.get(g.weight, g.weight).detach() for g in self.model.gates()]
 
     def gate_record(self) -> dict | None:
         if not self.layer_names:
@@ -99,6 +98,7 @@ class Trainer:
         if self.budget is not None:
             rec["flops_kept"] = float(self.budget.kept)
             rec["flops_target"] = self.budget.schedule(self.step)
+            rec["frozen"] = self.budget.frozen
         for name in stats.dead_layers(self.layer_names, counts):
             if name not in self.dead_warned:
                 self.dead_warned.add(name)

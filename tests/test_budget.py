@@ -30,7 +30,7 @@ def toy(target, steps=3000, seed=0):
            (x.weight for x in model.gates())]
     penalty = L1(1e-3).bind(model)
     opt = APG([x.weight for x in model.gates()], lr=0.1, momentum=0.9)
-    budget = FlopsBudget(target, ramp=0.5).bind(
+    budget = FlopsBudget(target, ramp=0.5, freeze=None).bind(
         model, penalty, lambda: [opt.state[x.weight]["prox"] if opt.state else x.weight.detach()
                                  for x in model.gates()], steps)
     for step in range(1, steps + 1):
@@ -67,14 +67,44 @@ def test_bad_settings_are_refused(kwargs, match):
         FlopsBudget(**kwargs)
 
 
-def test_a_budget_run_logs_gamma_and_ends_near_its_target(tmp_path):
-    r = run_py("experiment=smoke", "target_flops=0.5", "gamma=0.01", "penalty=polarization",
-               "optimizer.gates.upper=1", "dataset.train_size=1024", "trainer.epochs=6",
-               "budget.ramp=0.4", f"hydra.run.dir={tmp_path}")
+def test_a_budget_run_on_the_synthetic_set_ends_at_its_target(tmp_path):
+    r = run_py("experiment=smoke", "target_flops=0.5", "model.gate_position=relu", "dataset.train_size=1024",
+               "trainer.epochs=6", "binarizer=threshold", "model.gate_init=0.6", "model.gate_jitter=0.02",
+               "gamma=1e-3", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     res = json.load(open(os.path.join(tmp_path, "results.json")))
     hist = res["gates"]["history"]
     assert all("gamma" in h and "flops_kept" in h and "flops_target" in h for h in hist)
     assert len({round(h["gamma"], 12) for h in hist}) > 3  # the controller moved gamma
-    assert abs(res["prune"]["kept"]["flops"] - 0.5) <= 0.03, res["prune"]["kept"]
-    assert res["prune"]["kept"]["flops"] == pytest.approx(hist[-1]["flops_kept"], abs=1e-6)
+    assert hist[-1]["frozen"] and hist[-1]["gamma"] == 0.0  # frozen at 60%: penalty off
+    kept = res["prune"]["kept"]["flops"]
+    assert 0.5 - 0.03 <= kept <= 0.5, res["prune"]["kept"]
+    assert kept == pytest.approx(hist[-1]["flops_kept"], abs=1e-6)
+    assert res["cost"]["flops_kept"] == pytest.approx(kept)
+
+
+def test_freeze_cuts_to_the_target_and_keeps_closed_channels_closed():
+    model = VGG([8, "M", 16, "M", 16], num_classes=10)
+    penalty = L1(1e-6).bind(model)  # far too weak to prune by itself: the freeze must cut
+    opt = APG([x.weight for x in model.gates()], lr=0.1, momentum=0.9)
+    weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
+    budget = FlopsBudget(0.4, ramp=0.5, freeze=0.6).bind(model, penalty, weights, 100)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for x in model.gates():
+            x.weight.copy_(torch.rand(x.weight.shape, generator=g))
+    for step in range(1, 101):
+        loss = sum(((1 - x.value()) ** 2).sum() for x in model.gates())
+        opt.zero_grad()
+        loss.backward()
+        opt.step(l1=penalty.l1())
+        budget.update(step)
+        if step == 59:
+            assert not budget.frozen
+    assert budget.frozen and penalty.gamma.item() == 0.0
+    kept = budget.kept.item()
+    assert 0.4 - 0.03 <= kept <= 0.4
+    # the closed channels are exactly zero, although the loss pulls every gate towards 1
+    for x in model.gates():
+        assert (x.hard()[~x.mask] == 0).all() and x.mask.any()
+    assert model.flops([int(x.mask.sum()) for x in model.gates()]) / model.flops() == pytest.approx(kept)
