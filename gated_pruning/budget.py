@@ -98,7 +98,7 @@ class FlopsBudget:
         keep = global_cut(self.model, scores, self.target, keep=self.open_masks(),
                           minimum=[max(1, g.min_keep) for g in gates])
         for g, k in zip(gates, keep):
-            g.mask &= k.to(g.mask.device)
+            g.freeze(k)
         self.penalty.gamma.zero_()
         self.frozen = True
         self.kept = self.kept_fraction()

@@ -64,6 +64,10 @@ def record(res: dict, path: str) -> dict:
         "trained": trained if res.get("derived_from") is None else _get(prune, "test", "dense", "top1"),
         "cut": cut, "finetuned": tuned, "final": final,
         "epochs": _get(config, "trainer", "epochs"),
+        "gamma": config.get("gamma") if gated and target is None else None,
+        "dead_layers": prune.get("dead_layers") or [],
+        "nonzero_mean": _get(res, "gates", "final", "nonzero_mean"),
+        "kept_widths": _get(prune, "compact", "widths"),
     }
 
 
@@ -105,6 +109,44 @@ def groups(runs: list[dict]) -> list[dict]:
         rows.append(row)
     order = lambda r: (r["method"] != "dense", r["method"], r["gates"], math.inf if r["target"] is None else r["target"])  # noqa: E731
     return sorted(rows, key=order)
+
+
+WINDOW = (0.2, 0.9)  # a gamma is inside the window when it keeps 20-90% of the FLOPs, no layer dead
+
+
+def gamma_windows(runs: list[dict]) -> str:
+    """For fixed-gamma runs (gated, no FLOPs target) of each method and gate kind: every gamma
+    with its FLOPs kept, dead layers and top-1, and the window of gammas that keep 20-90% of the
+    FLOPs with no dead layer, with its width in decades. Empty when there are no such runs."""
+    by = {}
+    for r in runs:
+        if r["gamma"] is not None and r["flops_kept"] is not None:
+            by.setdefault((r["method"], r["gates"]), []).append(r)
+    if not by:
+        return ""
+    lines = ["| method | gates | gamma | FLOPs kept % | dead layers | top-1 % | smallest non-zero gate mean | in window |",
+             "|---|---|---|---|---|---|---|---|"]
+    summary = []
+    for (method, gates), rs in sorted(by.items()):
+        rs = sorted(rs, key=lambda r: r["gamma"])
+        inside = []
+        for r in rs:
+            ok = WINDOW[0] <= r["flops_kept"] <= WINDOW[1] and not r["dead_layers"]
+            if ok:
+                inside.append(r["gamma"])
+            means = [m for m in (r["nonzero_mean"] or []) if m]
+            smallest = f"{min(means):.2f}" if means else "-"
+            lines.append(f"| {method} | {gates} | {r['gamma']:g} | {100 * r['flops_kept']:.1f} | "
+                         f"{len(r['dead_layers'])} | {_pct(r['final'])} | {smallest} | {'yes' if ok else 'no'} |")
+        tried = ", ".join(format(r["gamma"], "g") for r in rs)
+        if inside:
+            lo, hi = min(inside), max(inside)
+            summary.append(f"- {method}, {gates}: gammas {lo:g} to {hi:g} keep 20-90% of the FLOPs with no "
+                           f"dead layer, a window of {math.log10(hi / lo):.2f} decades (tried: {tried})")
+        else:
+            summary.append(f"- {method}, {gates}: no gamma tried keeps 20-90% of the FLOPs with no dead "
+                           f"layer (tried: {tried})")
+    return "\n".join(lines) + "\n\n" + "\n".join(summary)
 
 
 def _pct(mean, std=None) -> str:
@@ -165,12 +207,18 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
     table = markdown_table(rows)
+    windows = gamma_windows(runs)
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write(f"# {name}\n\nWritten by `python -m gated_pruning.evidence {name} {' '.join(dirs)}` from "
                 f"{len(runs)} run records. Top-1 on the test set, mean ± sample std over seeds; "
                 "FLOPs and params kept against the dense network; \"final\" is the network the method "
                 "delivers (fine-tuned if it fine-tunes, else as cut).\n\n" + table + "\n\n"
                 "![accuracy vs FLOPs](accuracy_vs_flops.png)\n")
+        if windows:
+            f.write("\n## Fixed-gamma runs: the gamma window\n\nRuns without a FLOPs budget. A gamma is in "
+                    "the window when it keeps 20% to 90% of the FLOPs with no dead layer. The last "
+                    "column but one is the smallest per-layer mean of the kept non-zero gates at the end "
+                    "(float gates: a uniform shrink drives it towards 0).\n\n" + windows + "\n")
     with open(os.path.join(folder, "runs.json"), "w") as f:
         json.dump(runs, f, indent=1)
     plot(rows, os.path.join(folder, "accuracy_vs_flops.png"), f"{name}: final top-1 vs FLOPs kept")

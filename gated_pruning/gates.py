@@ -170,8 +170,10 @@ class Gate(nn.Module):
 
     `init` (+ Gaussian `jitter` of that std) is the initial latent value; `min_keep` is a layer
     floor: the `floor_count(min_keep)` channels with the largest latent gates are held open
-    (binary gates) and exempt from the penalty, so no layer can die. `mask` (a buffer, all True
-    until a FLOPs budget freezes the architecture) closes channels for good: their gate is 0.
+    (binary gates) and exempt from the penalty, so no layer can die. `freeze(mask)` (a FLOPs
+    budget's end) fixes the architecture: channels outside `mask` are closed for good (gate 0);
+    binary gates inside it stay 1 whatever their latent value, float gates keep training as
+    per-channel scales. The mask and the frozen flag are buffers (saved, resumed).
     """
 
     def __init__(self, num_channels: int, init: float = 1.0, binarizer=None, jitter: float = 0.0,
@@ -184,6 +186,7 @@ class Gate(nn.Module):
         self.binarizer = binarizer if binarizer is not None else NoBinarizer()
         self.min_keep = floor_count(min_keep, num_channels)
         self.register_buffer("mask", torch.ones(num_channels, dtype=torch.bool))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
     def floor(self) -> torch.Tensor | None:
         """Bool mask of the channels the layer floor holds open (None without a floor)."""
@@ -193,14 +196,26 @@ class Gate(nn.Module):
         keep = torch.zeros(w.shape, dtype=torch.bool, device=w.device)
         return keep.index_fill_(0, w.topk(self.min_keep).indices, True)
 
+    def freeze(self, mask: torch.Tensor) -> None:
+        """Fix the architecture: keep only the channels in `mask` (see the class docstring)."""
+        self.mask &= mask.to(self.mask.device)
+        self.frozen.fill_(True)
+
+    def _fixed(self) -> bool:
+        return self.binarizer.binary and bool(self.frozen)
+
     def value(self) -> torch.Tensor:
         """The per-channel multiplier of this forward pass (differentiable, STE for binary)."""
+        if self._fixed():
+            return self.mask.to(self.weight.dtype)
         return self.binarizer(self.weight, self.training, self.floor()) * self.mask
 
     def hard(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The deterministic gate value kept after training (0/1 for binary gates), of the
         parameter or of `weight` (e.g. APG's prox point)."""
         w = self.weight.detach() if weight is None else weight.detach()
+        if self._fixed():
+            return self.mask.to(w.dtype)
         return self.binarizer.hard(w, self.floor()) * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -87,13 +87,20 @@ def dense_run(tmp_path_factory):
     return d, res
 
 
-def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dense_run):
-    d, res = dense_run
+@pytest.fixture(scope="module")
+def cut_run(dense_run):
+    """The dense run cut to 40% of its FLOPs by filter L1 norm and fine-tuned, by the prune command."""
+    d, _ = dense_run
     r = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(d), "--target-flops", "0.4",
                         "--finetune-epochs", "1", "--method", "l1norm"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    out = d / "prune-flops0.4-l1norm-ft1"
+    return d / "prune-flops0.4-l1norm-ft1"
+
+
+def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dense_run, cut_run):
+    d, res = dense_run
+    out = cut_run
     rec = json.loads((out / "results.json").read_text())
     assert rec["method"] == "l1norm" and rec["target_flops"] == 0.4
     assert rec["prune"]["criterion"] == "l1norm" and rec["prune"]["finetune"]["epochs"] == 1
@@ -146,3 +153,27 @@ def test_readme_results_are_the_committed_reports():
         committed = open(os.path.join(ROOT, "docs", "results", name, "results.md")).read()
         section = evidence.readme_section(text, name)
         assert section is not None and section in committed, name
+
+
+@pytest.mark.parametrize("method", sorted(m[:-5] for m in os.listdir(os.path.join(ROOT, "conf", "method"))))
+def test_every_method_preset_runs_end_to_end(method, cut_run, tmp_path):
+    """Every registered method trains, prunes and records its cost on the synthetic set."""
+    extra = [f"arch.run={cut_run}"] if method.startswith("scratch") else ["target_flops=0.5"]
+    cfg = make_cfg("experiment=smoke", f"method={method}", "trainer.epochs=1", "dataset.train_size=128",
+                   "prune.finetune_epochs=0", *extra)
+    res = experiment.run(cfg, str(tmp_path))
+    assert 0 < res["cost"]["flops_kept"] <= 1.0 and res["metrics"]["test"]["top1"] >= 0
+    if method.startswith("scratch"):  # the cut run's widths, against the dense reference
+        assert res["cost"]["final"]["widths"] == json.loads((cut_run / "results.json").read_text())[
+            "prune"]["compact"]["widths"]
+    elif method == "uniform":  # the closest width multiplier
+        assert abs(res["cost"]["flops_kept"] - 0.5) <= 0.03
+    elif method != "dense":  # budgets and cuts end at the target or just under it
+        assert 0.5 - 0.03 <= res["cost"]["flops_kept"] <= 0.5 + 1e-9
+
+
+def test_sss_paper_is_the_authors_optimizer():
+    cfg = make_cfg("method=sss_paper")
+    assert cfg.optimizer.gates.clamp == "lookahead" and cfg.optimizer.gates.forward == "lookahead"
+    assert cfg.optimizer.weights.nesterov is True and cfg.penalty._target_.endswith(".L1")
+    assert cfg.model.gate_position == "bn" and cfg.binarizer._target_.endswith("NoBinarizer")

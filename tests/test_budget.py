@@ -84,7 +84,7 @@ def test_a_budget_run_on_the_synthetic_set_ends_at_its_target(tmp_path):
 
 
 def test_freeze_cuts_to_the_target_and_keeps_closed_channels_closed():
-    model = VGG([8, "M", 16, "M", 16], num_classes=10)
+    model = VGG([32, "M", 64, "M", 64], num_classes=10)  # one channel is at most ~2% of the FLOPs
     penalty = L1(1e-6).bind(model)  # far too weak to prune by itself: the freeze must cut
     opt = APG([x.weight for x in model.gates()], lr=0.1, momentum=0.9)
     weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
@@ -106,5 +106,16 @@ def test_freeze_cuts_to_the_target_and_keeps_closed_channels_closed():
     assert 0.4 - 0.03 <= kept <= 0.4
     # the closed channels are exactly zero, although the loss pulls every gate towards 1
     for x in model.gates():
-        assert (x.hard()[~x.mask] == 0).all() and x.mask.any()
+        assert (x.hard()[~x.mask] == 0).all() and x.mask.any() and bool(x.frozen)
     assert model.flops([int(x.mask.sum()) for x in model.gates()]) / model.flops() == pytest.approx(kept)
+
+
+def test_frozen_binary_gates_stay_open_or_closed_whatever_their_latent_value():
+    from gated_pruning.gates import Gate, ThresholdBinarizer
+
+    gate = Gate(4, init=0.6, binarizer=ThresholdBinarizer(0.5))
+    gate.freeze(torch.tensor([True, True, False, True]))
+    with torch.no_grad():
+        gate.weight.copy_(torch.tensor([0.1, 0.9, 0.9, -3.0]))  # latent values that would flip them
+    assert gate.value().tolist() == gate.hard().tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert gate.state_dict()["frozen"].item() and gate.state_dict()["mask"].tolist() == [True, True, False, True]
