@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import sys
 
@@ -27,7 +28,7 @@ from gated_pruning.report import ReportError, find_results
 
 BINARIZERS = {"NoBinarizer": "float", "ThresholdBinarizer": "binary (threshold STE)",
               "StochasticBinarizer": "binary (stochastic STE)", "HardConcreteBinarizer": "binary (hard concrete)"}
-COLUMNS = ("method", "gates", "target FLOPs", "FLOPs kept %", "params kept %", "top-1 trained %",
+COLUMNS = ("method", "gates", "target FLOPs", "epochs", "FLOPs kept %", "params kept %", "top-1 trained %",
            "top-1 cut %", "top-1 fine-tuned %", "top-1 final %", "seeds")
 
 
@@ -63,7 +64,8 @@ def record(res: dict, path: str) -> dict:
         "params_kept": cost.get("params_kept", _get(prune, "kept", "params")),
         "trained": trained if res.get("derived_from") is None else _get(prune, "test", "dense", "top1"),
         "cut": cut, "finetuned": tuned, "final": final,
-        "epochs": _get(config, "trainer", "epochs"),
+        "epochs": _get(config, "trainer", "epochs") if res.get("derived_from") is None
+        else f"{_get(config, 'trainer', 'epochs')}+{_get(prune, 'finetune', 'epochs') or 0}",
         "gamma": config.get("gamma") if gated and target is None else None,
         "dead_layers": prune.get("dead_layers") or [],
         "nonzero_mean": _get(res, "gates", "final", "nonzero_mean"),
@@ -96,18 +98,19 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def groups(runs: list[dict]) -> list[dict]:
-    """One row per (method, gates, target): means and spreads over its seeds."""
+    """One row per (method, gates, target, epochs): means and spreads over its seeds."""
     by = {}
     for r in runs:
-        by.setdefault((r["method"], r["gates"], r["target"]), []).append(r)
+        by.setdefault((r["method"], r["gates"], r["target"], str(r["epochs"])), []).append(r)
     rows = []
-    for (method, gates, target), rs in by.items():
-        row = {"method": method, "gates": gates, "target": target, "n": len(rs),
+    for (method, gates, target, epochs), rs in by.items():
+        row = {"method": method, "gates": gates, "target": target, "epochs": epochs, "n": len(rs),
                "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None)}
         for key in ("flops_kept", "params_kept", "trained", "cut", "finetuned", "final"):
             row[key], row[key + "_std"] = mean_std([r[key] for r in rs])
         rows.append(row)
-    order = lambda r: (r["method"] != "dense", r["method"], r["gates"], math.inf if r["target"] is None else r["target"])  # noqa: E731
+    order = lambda r: (r["method"] != "dense", r["method"], r["gates"],  # noqa: E731
+                       math.inf if r["target"] is None else r["target"], len(r["epochs"]), r["epochs"])
     return sorted(rows, key=order)
 
 
@@ -158,7 +161,7 @@ def _pct(mean, std=None) -> str:
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for r in rows:
-        cells = [r["method"], r["gates"], "-" if r["target"] is None else f"{r['target']:g}",
+        cells = [r["method"], r["gates"], "-" if r["target"] is None else f"{r['target']:g}", r["epochs"],
                  _pct(r["flops_kept"]).split(" ")[0] if r["flops_kept"] is not None else "-",
                  _pct(r["params_kept"]).split(" ")[0] if r["params_kept"] is not None else "-",
                  _pct(r["trained"], r["trained_std"]), _pct(r["cut"], r["cut_std"]),
@@ -175,8 +178,11 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig = Figure(figsize=(8.5, 5.2), layout="constrained")
     ax = fig.add_subplot()
     dense = [r for r in rows if r["method"] == "dense" and r["final"] is not None]
+    main = max(dense, key=lambda r: r["n"]) if dense else None  # the dense reference: most seeds
     for r in dense:
-        ax.axhline(100 * r["final"], color="0.3", ls="--", lw=1.2, label=f"dense ({r['n']} seeds)")
+        ls, color = ("--", "0.3") if r is main else (":", "0.55")
+        ax.axhline(100 * r["final"], color=color, ls=ls, lw=1.2,
+                   label=f"dense, {r['epochs']} epochs ({r['n']} seed{'s' if r['n'] > 1 else ''})")
         if r["final_std"] is not None:
             ax.axhspan(100 * (r["final"] - r["final_std"]), 100 * (r["final"] + r["final_std"]),
                        color="0.5", alpha=0.15, lw=0)
@@ -184,6 +190,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     for r in rows:
         if r["method"] != "dense" and r["flops_kept"] is not None and r["final"] is not None:
             series.setdefault((r["method"], r["gates"]), []).append(r)
+    ax.set_prop_cycle(None)
     cmap = colormaps["tab10"]
     markers = "osD^vP*Xh<>"
     for i, ((method, gates), rs) in enumerate(sorted(series.items())):
@@ -202,6 +209,14 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 
 def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results"), readme: str | None = None) -> str:
+    if readme is not None:  # refuse before writing anything
+        try:
+            text = open(readme).read()
+        except OSError as e:
+            raise ReportError(f"cannot read {readme}: {e.strerror}") from None
+        if _section_match(text, name) is None:
+            raise ReportError(f"{readme} has no section <!-- results:{name} --> ... <!-- /results:{name} --> "
+                              "(each marker alone on its line)")
     runs = load(dirs)
     rows = groups(runs)
     folder = os.path.join(out, name)
@@ -227,24 +242,32 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
     return table
 
 
+def _section_match(text: str, name: str):
+    """The README section of `name`: its markers alone on their lines, so prose may quote them."""
+    n = re.escape(name)
+    return re.search(rf"^<!-- results:{n} -->\n(.*?)^<!-- /results:{n} -->$", text, re.S | re.M)
+
+
+def section_names(text: str) -> list[str]:
+    """The names of every results section of a README, in order."""
+    return re.findall(r"^<!-- results:(\S+) -->$", text, re.M)
+
+
 def readme_section(text: str, name: str) -> str | None:
     """The text between the README's markers for `name`, or None."""
-    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    if start not in text or end not in text:
-        return None
-    return text.split(start, 1)[1].split(end, 1)[0].strip()
+    m = _section_match(text, name)
+    return None if m is None else m.group(1).strip()
 
 
 def replace_section(readme: str, name: str, table: str) -> None:
     with open(readme) as f:
         text = f.read()
-    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    if readme_section(text, name) is None:
-        raise ReportError(f"{readme} has no section {start} ... {end} to replace")
-    head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
+    m = _section_match(text, name)
+    if m is None:
+        raise ReportError(f"{readme} has no section <!-- results:{name} --> ... <!-- /results:{name} --> "
+                          "(each marker alone on its line) to replace")
     with open(readme, "w") as f:
-        f.write(f"{head}{start}\n{table}\n{end}{tail}")
+        f.write(text[:m.start(1)] + table + "\n" + text[m.end(1):])
 
 
 def main(argv: list[str] | None = None) -> int:

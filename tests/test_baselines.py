@@ -136,9 +136,9 @@ def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path)
     table = evidence.write("t", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
     rows = [ln.split("|")[1:-1] for ln in table.splitlines()[2:]]
     by = {r[0].strip(): [c.strip() for c in r] for r in rows}
-    assert by["dense"][8] == "31.00 ± 1.41" and by["dense"][9] == "2 (0, 1)"
-    assert by["uniform"][8] == "28.00 ± 1.00" and by["uniform"][3] == "50.00"
-    assert by["l1norm"][6] == "10.00" and by["l1norm"][7] == "25.00" and by["l1norm"][8] == "25.00"
+    assert by["dense"][9] == "31.00 ± 1.41" and by["dense"][10] == "2 (0, 1)"
+    assert by["uniform"][9] == "28.00 ± 1.00" and by["uniform"][4] == "50.00"
+    assert by["l1norm"][7] == "10.00" and by["l1norm"][8] == "25.00" and by["l1norm"][9] == "25.00"
     text = readme.read_text()
     assert evidence.readme_section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
     assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
@@ -147,7 +147,7 @@ def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path)
 def test_readme_results_are_the_committed_reports():
     """Every results section of the README equals the table its report command committed."""
     text = open(README).read()
-    names = [part.split(" -->", 1)[0] for part in text.split("<!-- results:")[1:]]
+    names = evidence.section_names(text)
     assert names, "the README has no generated results section"
     for name in names:
         committed = open(os.path.join(ROOT, "docs", "results", name, "results.md")).read()
