@@ -1,34 +1,24 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (e.g. the project's H200 device tool): GPU benchmark ratios,
-# then one short real training run, all printed. Needs the CIFAR-100 npz in $DATA (default
-# data/), carried in parts under 64 MiB and joined (see shared/data/README.md).
-#   bash benchmarks/gpu.sh [DATA_DIR] [EPOCHS]
+# The paper-scale recipe on one GPU, in one command: data, speed ratios, throughput, then the dense
+# network and SSS with the paper's 160-epoch recipe (python run.py experiment=paper ...).
+#   bash benchmarks/gpu.sh [DATA_DIR] [EPOCHS] [METHODS]
+# DATA_DIR holds cifar100.npz, or the parts of one made by `python benchmarks/stage_data.py split`
+# (for a machine that takes at most 64 MiB a transfer: carry DATA_DIR/parts one part a call, then
+# run this). EPOCHS (default 160) shortens the runs; METHODS (default dense,sss_paper) is a
+# comma-separated list of conf/method/ presets, run as one multirun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data}
-EPOCHS=${2:-5}
+EPOCHS=${2:-160}
+METHODS=${3:-dense,sss_paper}
+if [ ! -f "$DATA/cifar100.npz" ] && [ -d "$DATA/parts" ]; then
+  python benchmarks/stage_data.py join "$DATA/parts" "$DATA/cifar100.npz"
+fi
 pip install -q -e . 2>&1 | tail -1 || true
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python benchmarks/speed.py --device cuda --width 1.0 --batch 128 --reps 30 --only step --only prune
-python - <<'PY'
-import time, torch
-from gated_pruning.models.vgg import build
-# one full-width VGG-16 training step in bf16 + channels_last, images/s after warm-up
-m = build(16, 1.0, 100).cuda().to(memory_format=torch.channels_last)
-opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-x = torch.randn(512, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-y = torch.randint(0, 100, (512,), device="cuda")
-def step():
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = torch.nn.functional.cross_entropy(m(x).float(), y)
-    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-for _ in range(10): step()
-torch.cuda.synchronize(); t = time.perf_counter()
-for _ in range(50): step()
-torch.cuda.synchronize(); dt = (time.perf_counter() - t) / 50
-print(f"VGG-16 train step, batch 512 bf16 channels_last: {1000*dt:.1f} ms, {512/dt:.0f} images/s, "
-      f"160 epochs of 50k images ~ {160*50000/(512/dt)/60:.1f} min")
-PY
-WANDB_MODE=offline python run.py experiment=paper trainer.epochs="$EPOCHS" dataset.root="$DATA" \
-  dataset.batch_size=512 optimizer.lr=0.2 trainer.channels_last=true trainer.amp=true \
-  gamma=1e-4 hydra.run.dir=outputs/gpu-check
+python benchmarks/throughput.py --device cuda --batch 128 512 --compile 0 1
+WANDB_MODE=${WANDB_MODE:-offline} python run.py -m experiment=paper method="$METHODS" dataset.root="$DATA" \
+  trainer.epochs="$EPOCHS" trainer.channels_last=true trainer.amp=true trainer.compile=true \
+  trainer.progress=false hydra.sweep.dir=outputs/gpu-paper
+python -m gated_pruning.evidence gpu_paper outputs/gpu-paper --out outputs/gpu-paper/report

@@ -10,6 +10,7 @@ every job of a sweep before Hydra writes anything.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -64,6 +65,8 @@ class Rule:
             return "a non-empty string"
         if self.kind == "list":
             return f"a list of {self.item.allowed()}"
+        if self.kind == "either":
+            return " or ".join(o.allowed() for o in self.choices)
         what = "an integer" if self.integer else "a finite number"
         return what + (" " + self._range() if self._range() else "")
 
@@ -80,6 +83,8 @@ class Rule:
     def problem(self, value) -> str | None:
         if value is None:
             return None if self.null else f"must be {self.allowed()}, not null"
+        if self.kind == "either":
+            return None if any(o.problem(value) is None for o in self.choices) else f"must be {self.allowed()}"
         if self.kind == "choice":
             if isinstance(value, bool) or value not in self.choices:
                 return f"is not one of {', '.join(map(str, self.choices))}"
@@ -134,8 +139,13 @@ def choice(*values, null=False) -> Rule:
     return Rule("choice", choices=tuple(values), null=null)
 
 
-def list_of(item: Rule) -> Rule:
-    return Rule("list", item=item)
+def list_of(item: Rule, *, null=False) -> Rule:
+    return Rule("list", item=item, null=null)
+
+
+def either(*options: Rule) -> Rule:
+    """A value that passes any one of `options` (a key whose type depends on another key)."""
+    return Rule("either", choices=tuple(options))
 
 
 LR = number(0, lo_open=True)
@@ -145,6 +155,7 @@ SEED = integer(0, 2**32 - 1)
 # Every key of every group option and preset, with what it may hold. A new key: one line here.
 RULES: dict[str, Rule] = {
     "gamma": number(0),
+    "target_flops": number(0, 1, lo_open=True, null=True),
     "seed": SEED,
     "device": text(),                      # auto, cpu, cuda, cuda:N (check_device)
     "resume": text(null=True),             # a run directory or checkpoint file
@@ -154,11 +165,40 @@ RULES: dict[str, Rule] = {
     "model.width": number(0, lo_open=True),
     "model.gated": flag(),
     "model.gate_init": number(),
+    "model.gate_jitter": number(0),
+    "model.min_keep": integer(0),
+    "model.bn_weight": flag(),
+    "model.gate_position": choice("bn", "relu"),
+    "model.widths": list_of(integer(1), null=True),
+
+    "arch.source": choice("config", "uniform", "run"),
+    "arch.run": text(null=True),
+    "arch.epochs": choice("same", "flops"),
+
+    "penalty._target_": choice("gated_pruning.penalty.L1", "gated_pruning.penalty.Polarization",
+                               "gated_pruning.penalty.ExpectedL0"),
+    "penalty.gamma": number(0),
+    "penalty.flops_weighted": flag(),
+    "penalty.t": number(0, lo_open=True),
+    "penalty.scope": choice("layer", "global"),
+
+    "budget._target_": choice("gated_pruning.budget.FlopsBudget"),
+    "budget.enabled": flag(),
+    "budget.start": number(0, 1),
+    "budget.ramp": number(0, 1),
+    "budget.freeze": number(0, 1, lo_open=True, null=True),
+    "budget.kp": number(0),
+    "budget.ki": number(0),
+    "budget.min_gamma": number(0, lo_open=True),
+    "budget.max_gamma": number(0, lo_open=True),
 
     "binarizer._target_": choice("gated_pruning.gates.NoBinarizer", "gated_pruning.gates.ThresholdBinarizer",
-                                 "gated_pruning.gates.StochasticBinarizer"),
+                                 "gated_pruning.gates.StochasticBinarizer",
+                                 "gated_pruning.gates.HardConcreteBinarizer"),
     "binarizer.threshold": number(0, 1, hi_open=True),
-    "binarizer.estimator": choice("identity", "clipped"),
+    "binarizer.estimator": choice("identity", "clipped", "relaxed", "straight_through"),  # _binarizer_keys
+    "binarizer.temperature": number(0, lo_open=True),
+    "binarizer.stretch": list_of(number()),
 
     "optimizer.lr": LR,
     "optimizer.momentum": MOMENTUM,
@@ -171,11 +211,12 @@ RULES: dict[str, Rule] = {
     "optimizer.weights.lr": LR,
     "optimizer.weights.momentum": MOMENTUM,
     "optimizer.weights.weight_decay": number(0),
+    "optimizer.weights.nesterov": flag(),
     "optimizer.gates._target_": choice("gated_pruning.optim.APG", "gated_pruning.optim.GateSGD"),
     "optimizer.gates.lr": LR,
     "optimizer.gates.momentum": MOMENTUM,
-    "optimizer.gates.gamma": number(0),
-    "optimizer.gates.clamp": flag(),
+    "optimizer.gates.clamp": either(choice("prox", "lookahead", "none"), flag()),  # _clamp_fits_optimizer
+    "optimizer.gates.upper": number(0, lo_open=True, null=True),
     "optimizer.gates.forward": choice("lookahead", "prox"),
 
     "dataset.name": choice("cifar10", "cifar100", "synthetic"),
@@ -208,6 +249,8 @@ RULES: dict[str, Rule] = {
     "prune.latency_reps": integer(1),
     "prune.latency_warmup": integer(0),
     "prune.round_to": integer(1),
+    "prune.target_flops": number(0, 1, lo_open=True, null=True),
+    "prune.criterion": choice("gate", "l1norm", null=True),
 
     "logger.name": choice("wandb", "none"),
     "logger.project": text(),
@@ -269,8 +312,71 @@ def _finetune_needs_pruning(c: dict) -> str | None:
     return None
 
 
+def _binarizer_keys(c: dict) -> str | None:
+    b = c.get("binarizer", {})
+    hc = str(b.get("_target_", "")).endswith("HardConcreteBinarizer")
+    allowed = ("relaxed", "straight_through") if hc else ("identity", "clipped")
+    if "estimator" in b and b["estimator"] not in allowed:
+        return f"binarizer.estimator={show(b['estimator'])} is not one of {', '.join(allowed)} for this binarizer"
+    stretch = b.get("stretch")
+    if stretch is not None and not (len(stretch) == 2 and stretch[0] < 0 and stretch[1] > 1):
+        return f"binarizer.stretch={show(b['stretch'])} must be [gamma, zeta] with gamma < 0 and zeta > 1"
+    return None
+
+
+def _clamp_fits_optimizer(c: dict) -> str | None:
+    g = c.get("optimizer", {}).get("gates", {})
+    if "clamp" not in g:
+        return None
+    apg = str(g.get("_target_", "")).endswith("APG")
+    if apg != isinstance(g["clamp"], str):
+        allowed = "prox, lookahead or none" if apg else "true or false"
+        return f"optimizer.gates.clamp={show(g['clamp'])}: with this gate optimizer it is {allowed}"
+    return None
+
+
+def _relu_gates_clamped(c: dict) -> str | None:
+    m, g = c.get("model", {}), c.get("optimizer", {}).get("gates", {})
+    float_gates = str(c.get("binarizer", {}).get("_target_", "")).endswith("NoBinarizer")
+    if m.get("gated", True) and m.get("gate_position") == "relu" and float_gates \
+            and g.get("clamp") not in ("prox", True):
+        return ("model.gate_position=relu with float gates needs them clamped at 0 "
+                "(optimizer.gates.clamp=prox for apg, =true for sgd): a negative gate after "
+                "the ReLU cannot be folded into batch norm when pruning")
+    return None
+
+
+def _budget_bounds(c: dict) -> str | None:
+    b = c.get("budget", {})
+    if b.get("min_gamma") is not None and b.get("max_gamma") is not None and b["min_gamma"] > b["max_gamma"]:
+        return f"budget.min_gamma={show(b['min_gamma'])} is above budget.max_gamma={show(b['max_gamma'])}"
+    return None
+
+
+def _arch_source_complete(c: dict) -> str | None:
+    a = c.get("arch", {})
+    gated = c.get("model", {}).get("gated", False)
+    if a.get("source") == "run":
+        if not a.get("run"):
+            return "arch.source=run needs arch.run=<a finished run's directory>"
+        if not os.path.isfile(os.path.join(a["run"], "results.json")):
+            return f"arch.run={a['run']}: no results.json there (give the directory of a finished, pruned run)"
+        if gated:
+            return ("arch.source=run trains the pruned architecture from scratch as a plain network: "
+                    "set model.gated=false (method=scratch_e or scratch_b)")
+    if a.get("source") == "uniform":
+        if c.get("target_flops") is None:
+            return "arch.source=uniform needs target_flops=<fraction of the dense FLOPs>"
+        if gated:
+            return "arch.source=uniform trains a plain network: set model.gated=false (method=uniform)"
+    if a.get("epochs") == "flops" and a.get("source") == "config":
+        return "arch.epochs=flops scales the epochs by a reference network: it needs arch.source=run or uniform"
+    return None
+
+
 CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
-                _finetune_needs_pruning)
+                _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
+                _budget_bounds, _arch_source_complete)
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -18,7 +18,10 @@ from gated_pruning import checkpoint, distributed, prune
 from gated_pruning.data import build_data
 from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
+from gated_pruning.models import vgg
 from gated_pruning.optim import lr_lambda, split_parameters
+from gated_pruning.runtime import pick_device, write_json
+from gated_pruning.stats import count_params
 from gated_pruning.tracking import NullTracker, build_tracker
 from gated_pruning.train import Trainer
 
@@ -36,16 +39,78 @@ def build(node, **kwargs):
         raise
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def architecture(cfg, num_classes: int) -> dict:
+    """Which network this run trains (`arch.source`), the epochs it trains for, and the dense
+    reference its FLOPs are counted against:
+
+    - config: the model group's network (reference: the same network, every channel kept);
+    - uniform: uniform channel scaling, the width multiplier whose FLOPs are `target_flops` of
+      the configured network's;
+    - run: the kept widths of a finished run (`arch.run`), re-initialized (reference: that run's).
+    `arch.epochs=flops` multiplies trainer.epochs by reference/this FLOPs (Scratch-B of Liu et
+    al., ICLR 2019: the same compute as training the reference; `same` is Scratch-E).
+    """
+    m, a = cfg.model, cfg.arch
+    ref = vgg.vgg_widths(m.depth, m.width)
+    reference = vgg.VGG(ref, num_classes, gated=False)
+    out = {"source": a.source, "overrides": {}, "epochs": cfg.trainer.epochs,
+           "reference": {"widths": reference.widths(), "flops": int(reference.flops()),
+                         "params": count_params(reference)}}
+    if a.source == "uniform":  # what each source needs: config._arch_source_complete
+        out["overrides"] = {"width": vgg.uniform_width(m.depth, m.width, cfg.target_flops, num_classes)}
+    elif a.source == "run":
+        src = source_run(a.run)
+        widths = src["prune"]["compact"]["widths"]
+        if len(widths) != len(reference.widths()):
+            raise ConfigError(f"arch.run={a.run}: its network has {len(widths)} conv layers, "
+                              f"model.depth={m.depth} has {len(reference.widths())}")
+        out["overrides"] = {"widths": widths}
+        out["run"] = os.path.abspath(a.run)
+        out["target_flops"] = src.get("target_flops")
+        out["reference"] = (src.get("cost") or {}).get("reference") or out["reference"]
+    elif a.source != "config":
+        raise ConfigError(f"arch.source={a.source!r} is not one of config, uniform, run")
+    if a.source == "uniform" or (m.gated and cfg.budget.enabled):
+        out["target_flops"] = cfg.target_flops
+    if cfg.prune.get("target_flops") is not None:
+        out["target_flops"] = cfg.prune.target_flops
+    if a.epochs not in ("same", "flops"):
+        raise ConfigError(f"arch.epochs={a.epochs!r} is not one of same, flops")
+    if a.epochs == "flops":
+        net = vgg.build(m.depth, **{"width": m.width, **out["overrides"]}, num_classes=num_classes, gated=False)
+        out["epochs"] = int(cfg.trainer.epochs * out["reference"]["flops"] / net.flops())
+    return out
+
+
+def source_run(run_dir) -> dict:
+    """The results.json of a finished, pruned run (for arch.source=run)."""
+    path = os.path.join(str(run_dir), RESULTS) if run_dir else None
+    if not path or not os.path.isfile(path):
+        raise ConfigError(f"arch.run={run_dir}: no {RESULTS} there (give the directory of a finished run)")
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
-    return device
+        with open(path) as f:
+            res = json.load(f)
+        res["prune"]["compact"]["widths"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"arch.run={run_dir}: {RESULTS} has no pruned widths (prune.compact.widths)") from None
+    return res
+
+
+def cost(arch: dict, final) -> dict:
+    """FLOPs and params of the network a run delivers against its dense reference."""
+    ref = arch["reference"]
+    flops, params = int(final.flops()), count_params(final)
+    return {"reference": ref, "final": {"widths": final.widths(), "flops": flops, "params": params},
+            "flops_kept": flops / ref["flops"], "params_kept": params / ref["params"],
+            "architecture": {k: v for k, v in arch.items() if k not in ("reference",)}}
+
+
+def bind(obj, *args):
+    """`obj.bind(*args)`, a ValueError (an option that does not fit this model) as a ConfigError."""
+    try:
+        return obj.bind(*args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def finalize_gates(model, opt_g) -> None:
@@ -55,13 +120,6 @@ def finalize_gates(model, opt_g) -> None:
     with torch.no_grad():
         for gate in model.gates():
             gate.weight.copy_(gate.hard())
-
-
-def write_json(obj: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str | None = None,
@@ -88,7 +146,10 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     state = checkpoint.load(cfg.resume) if cfg.resume else None
 
     train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
-    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer).to(device)
+    arch = architecture(cfg, num_classes)
+    if arch["epochs"] != cfg.trainer.epochs:
+        cfg.trainer.epochs = arch["epochs"]
+    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer, **arch["overrides"]).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights, gates = split_parameters(model)
@@ -99,9 +160,13 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, lam)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lam) if opt_g is not None else None
 
+    penalty = bind(build(cfg.penalty), model) if gates else None
     trainer = Trainer(model, train_loader, test_loader, opt_w, sched_w, cfg.trainer, opt_g=opt_g,
-                      sched_g=sched_g, run_dir=run_dir, fingerprint=fingerprint(cfg),
-                      eps=cfg.trainer.eps)
+                      sched_g=sched_g, penalty=penalty, run_dir=run_dir,
+                      fingerprint=fingerprint(cfg), eps=cfg.trainer.eps)
+    if cfg.target_flops is not None and gates and cfg.budget.enabled:
+        budget = build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
+        trainer.budget = bind(budget, model, penalty, trainer.trained_gate_weights, total, cfg.prune.threshold)
     if state is not None:
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -117,6 +182,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         finalize_gates(model, opt_g)
         results = {
             "config": config,
+            "target_flops": arch.get("target_flops"),  # the FLOPs target its network was made for
             "run_name": run_name,
             "choices": choices or {},
             "device": str(device),
@@ -128,15 +194,18 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
                 "final": history_final,
                 "history": trainer.history,
                 "dead_layers": sorted(trainer.dead_warned),
+                "gamma_final": float(penalty.gamma) if penalty is not None else None,
             },
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
         }
         if not main:  # rank 0 writes, prunes and reports
             return results
         with checkpoint.atomic(os.path.join(run_dir, "model.pt")) as tmp:  # never half a file
-            torch.save({"model": model.state_dict(), "config": config}, tmp)
+            torch.save({"model": model.state_dict(), "config": config, "arch": arch}, tmp)
+        final = model
         if cfg.prune.enabled:
-            results["prune"] = prune_run(model, cfg, trainer, run_dir)
+            results["prune"], final = prune_run(model, cfg, trainer, run_dir)
+        results["cost"] = cost(arch, final)
         write_json(results, os.path.join(run_dir, RESULTS))
         tracker.summary(summary_values(results))
         history = trainer.history
@@ -151,9 +220,13 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     return results
 
 
-def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> dict:
-    """Cut the zero-gate channels, measure dense vs compact, optionally fine-tune, save."""
-    small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate)
+def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> tuple[dict, torch.nn.Module]:
+    """Cut the zero-gate channels (or cut to prune.target_flops), measure dense vs compact,
+    optionally fine-tune, save; returns (the prune record, the compact network)."""
+    try:
+        small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name in result["dead_layers"]:
         print(f"warning: every gate of {name} is zero: the pruned network keeps one zero channel "
               "there and outputs a constant", file=sys.stderr)
@@ -163,24 +236,13 @@ def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> dict:
           f"-> {result['test']['compact']['top1']:.4f}, widths {p['widths']}", file=sys.stderr)
     top1 = result["test"]["compact"]["top1"]
     if cfg.prune.finetune_epochs:
-        small.train()
-        opt = torch.optim.SGD(small.parameters(), lr=cfg.prune.finetune_lr,
-                              momentum=cfg.optimizer.momentum, weight_decay=cfg.optimizer.weight_decay)
-        steps = len(trainer.train_loader)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda("cosine", cfg.prune.finetune_epochs * steps, steps))
-        tcfg = OmegaConf.merge(cfg.trainer, {"epochs": cfg.prune.finetune_epochs, "checkpoint": False,
-                                             "checkpoint_every_steps": 0})
-        tuner = Trainer(small, trainer.train_loader, trainer.test_loader, opt, sched, tcfg,
-                        tracker=trainer.tracker, run_dir=run_dir, log_prefix="finetune/",
-                        step_offset=trainer.step)
-        test = tuner.fit()["test"]
-        result["finetune"] = {"epochs": cfg.prune.finetune_epochs, "lr": cfg.prune.finetune_lr, "test": test}
-        top1 = test["top1"]
+        result["finetune"] = prune.finetune(small, cfg, trainer.train_loader, trainer.test_loader,
+                                            tracker=trainer.tracker, run_dir=run_dir, step_offset=trainer.step)
+        top1 = result["finetune"]["test"]["top1"]
     meta = prune.compact_meta(cfg, result)
     meta["test_top1"] = top1
     prune.save_compact(small, os.path.join(run_dir, prune.COMPACT_FILE), meta)
-    return result
+    return result, small
 
 
 def summary_values(results: dict) -> dict:

@@ -1,17 +1,22 @@
 """Optimizers: SGD for the weights; APG (proximal, exact zeros) or L1-subgradient SGD for gates.
 
-Both gate optimizers own the L1 penalty `gamma * sum|gate|`: the training loss is the data loss
-only, and the penalty enters either through its proximal operator (APG) or its subgradient
-`gamma * sign(gate)` (GateSGD). Neither applies weight decay to gates.
+The gate optimizers hold only their update math. The L1 part of the penalty reaches them at
+every step as per-gate coefficients, `opt.step(l1=...)` (see `penalty.py`: `gamma`, or `gamma`
+times a per-channel FLOPs cost, or zero for channels a layer floor protects); APG applies it
+through its proximal operator, GateSGD through the subgradient `l1 * sign(gate)`. Neither
+applies weight decay to gates.
 
 APG is the momentum form of the modified stochastic APG of Huang & Wang (ECCV 2018), as in
-their implementation. Per gate tensor `w` with momentum buffer `v`, gradient `g`, lr `eta`:
+their implementation. Per gate tensor `w` with momentum buffer `v`, gradient `g`, lr `eta`,
+L1 coefficient `c` (a scalar or one per gate):
 
     z = w - eta * g
-    s = S_{eta*gamma}(z)          soft-thresholding: sign(z) * max(|z| - eta*gamma, 0)
-    s = max(s, 0)                 only with clamp=True (the paper's code clamps gates at zero)
+    s = S_{eta*c}(z)              soft-thresholding: sign(z) * max(|z| - eta*c, 0)
+    s = min(max(s, 0), upper)     clamp="prox" (the projection onto [0, upper]: prox of L1 + box)
     v = s - w + mu * v
     w = s + mu * v                the look-ahead point
+    w = max(w, 0)                 clamp="lookahead": the authors' MXNet code (`APGNAG`) clamps the
+                                  stored look-ahead point after the update, momentum as computed
 
 `s` is the gate "as trained" (it holds the exact zeros); `w` is where the next gradient is taken.
 `forward="lookahead"` (the paper) stores `w` in the parameter, so the forward pass and its
@@ -28,21 +33,47 @@ from typing import Sequence
 import torch
 
 FORWARD_POINTS = ("lookahead", "prox")
+CLAMPS = ("none", "prox", "lookahead")
+
+
+def _clamp_mode(clamp) -> str:
+    """`clamp` as one of CLAMPS (True/False are accepted as "prox"/"none")."""
+    if clamp is True:
+        return "prox"
+    if clamp is False or clamp is None:
+        return "none"
+    if clamp not in CLAMPS:
+        raise ValueError(f"optimizer.gates.clamp={clamp!r} is not one of {CLAMPS}")
+    return clamp
+
+
+def _check_upper(upper) -> None:
+    if upper is not None and not upper > 0:
+        raise ValueError(f"optimizer.gates.upper={upper} must be > 0 (or null: no upper bound)")
+
+
+def _coefficients(l1, params: list) -> list | None:
+    """The L1 coefficient of each parameter of `params`: `l1` is None (no L1 term), a number
+    (the same for every gate) or {parameter: number or tensor of its shape}."""
+    if l1 is None:
+        return None
+    if isinstance(l1, dict):  # tensors throughout (a number becomes a 0-dim tensor)
+        return [torch.as_tensor(l1.get(p, 0.0), dtype=p.dtype, device=p.device) for p in params]
+    return [float(l1)] * len(params)
 
 
 class APG(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float = 0.9, gamma: float = 0.0,
-                 clamp: bool = True, forward: str = "lookahead"):
+    def __init__(self, params, lr: float, momentum: float = 0.9, clamp="prox",
+                 forward: str = "lookahead", upper: float | None = None):
         if not lr > 0:
             raise ValueError(f"optimizer.lr={lr} must be > 0")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"optimizer.momentum={momentum} must be in [0, 1)")
-        if not gamma >= 0:
-            raise ValueError(f"gamma={gamma} must be >= 0")
         if forward not in FORWARD_POINTS:
             raise ValueError(f"optimizer.gates.forward={forward!r} is not one of {FORWARD_POINTS}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, gamma=gamma, clamp=clamp,
-                                      forward=forward))
+        _check_upper(upper)
+        super().__init__(params, dict(lr=lr, momentum=momentum, clamp=_clamp_mode(clamp),
+                                      forward=forward, upper=upper))
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.state[p]
@@ -53,7 +84,8 @@ class APG(torch.optim.Optimizer):
         return state
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, l1=None):
+        """One step; `l1`: the L1 coefficients (None, a number, or {param: tensor})."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -62,7 +94,7 @@ class APG(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            lr, mu, gamma = group["lr"], group["momentum"], group["gamma"]
+            lr, mu = group["lr"], group["momentum"]
             states = [self._state(p) for p in params]
             v = [st["momentum_buffer"] for st in states]
             w = [st["lookahead"] for st in states]
@@ -71,17 +103,24 @@ class APG(torch.optim.Optimizer):
             if group["forward"] == "lookahead":
                 torch._foreach_copy_(w, params)                        # the parameter is w
             z = torch._foreach_add(w, [p.grad for p in params], alpha=-lr)  # z = w - lr*g
-            s = torch._foreach_abs(z)                                  # s = S_{lr*gamma}(z)
-            torch._foreach_sub_(s, lr * gamma)
+            coeffs = _coefficients(l1, params)
+            s = torch._foreach_abs(z)                                  # s = S_{lr*c}(z)
+            if coeffs is not None:
+                torch._foreach_sub_(s, torch._foreach_mul(coeffs, lr) if torch.is_tensor(coeffs[0])
+                                    else [lr * c for c in coeffs])
             torch._foreach_clamp_min_(s, 0.0)
             torch._foreach_mul_(s, torch._foreach_sign(z))
-            if group["clamp"]:
+            if group["clamp"] == "prox":
                 torch._foreach_clamp_min_(s, 0.0)                      # s = max(s, 0)
+            if group["upper"] is not None:
+                torch._foreach_clamp_max_(s, group["upper"])           # s = min(s, upper)
             torch._foreach_mul_(v, mu)                                 # v = s - w + mu*v
             torch._foreach_add_(v, s)
             torch._foreach_sub_(v, w)
             torch._foreach_copy_(w, s)                                 # w = s + mu*v
             torch._foreach_add_(w, v, alpha=mu)
+            if group["clamp"] == "lookahead":
+                torch._foreach_clamp_min_(w, 0.0)                      # w = max(w, 0)
             torch._foreach_copy_([st["prox"] for st in states], s)
             torch._foreach_copy_(params, w if group["forward"] == "lookahead" else s)
         return loss
@@ -115,35 +154,41 @@ class APG(torch.optim.Optimizer):
 
 
 class GateSGD(torch.optim.SGD):
-    """SGD with momentum on `data loss + gamma * sum|gate|`, via the subgradient gamma*sign(gate).
+    """SGD with momentum on `data loss + sum_i c_i |gate_i|`, via the subgradient c_i*sign(gate_i).
 
-    The baseline for APG: it never lands exactly on zero. `clamp=True` clamps gates at zero
-    after each step, like APG's option.
+    The baseline for APG (and Network Slimming's optimizer): it never lands exactly on zero.
+    `clamp=True` projects gates onto [0, upper] after each step (exact zeros from below).
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, gamma: float = 0.0,
-                 clamp: bool = False, nesterov: bool = False):
+    def __init__(self, params, lr: float, momentum: float = 0.9, clamp: bool = False,
+                 nesterov: bool = False, upper: float | None = None):
         if not lr > 0:
             raise ValueError(f"optimizer.lr={lr} must be > 0")
-        if not gamma >= 0:
-            raise ValueError(f"gamma={gamma} must be >= 0")
+        _check_upper(upper)
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=0.0, nesterov=nesterov)
         for group in self.param_groups:
-            group.setdefault("gamma", gamma)
-            group.setdefault("clamp", clamp)
+            group.setdefault("clamp", bool(clamp))
+            group.setdefault("upper", upper)
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, l1=None):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            if group["gamma"] and params:  # grad += gamma * sign(gate)
-                torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params),
-                                    alpha=group["gamma"])
+            coeffs = _coefficients(l1, params)
+            if coeffs is not None and params:  # grad += c * sign(gate)
+                signs = torch._foreach_sign(params)
+                torch._foreach_mul_(signs, coeffs)
+                torch._foreach_add_([p.grad for p in params], signs)
         loss = super().step(closure)
         for group in self.param_groups:
             if group["clamp"] and group["params"]:
                 torch._foreach_clamp_min_(list(group["params"]), 0.0)
+            if group["upper"] is not None and group["params"]:
+                torch._foreach_clamp_max_(list(group["params"]), group["upper"])
         return loss
+
+    def prox_points(self) -> dict:
+        return {}  # the parameters are the gates as trained
 
     def prox_view(self):
         return contextlib.nullcontext()

@@ -1,17 +1,26 @@
-"""Physical channel removal: a gated VGG becomes a plain, smaller VGG that computes the same.
+"""Physical channel removal: a VGG becomes a plain, smaller VGG.
 
-For every gate whose kept value is zero (|value| <= threshold), `compact` drops that output
-channel of the conv, its batch-norm entries and the matching input channel of the next conv (or
-of the classifier). The remaining gate values are folded into the batch-norm affine parameters
-(gate * (w*xhat + b) = (gate*w)*xhat + gate*b), so the result has no gate layers at all.
+Which channels go is a list of masks, one per conv layer:
+- `keep_masks`: every gate whose kept value is zero (|value| <= threshold). The compact network
+  then computes exactly what the gated one computes.
+- `target_masks`: a cut to a FLOPs target, by a ranking criterion (`importance.py`): the
+  smallest gates of the whole network (Network Slimming) or the filters of smallest L1 norm of
+  each layer at one ratio (Li et al., ICLR 2017). Channels that matter are cut: fine-tune after.
+
+`compact` drops each removed output channel of the conv, its batch-norm entries and the matching
+input channel of the next conv (or of the classifier). The remaining gate values are folded into
+the batch-norm affine parameters (gate * (w*xhat + b) = (gate*w)*xhat + gate*b), so the result
+has no gate layers at all.
 
 Rule for a layer whose every gate is zero (a dead layer): the compact network keeps that layer's
 one channel with the largest float gate, with its (zero) gate folded in. It is the smallest valid
 network that computes exactly what the gated network computes (a constant output); the layer is
 reported in `dead_layers` so that the result is never mistaken for a working network.
 
-Command line, to prune a finished run again at another threshold:
+Command line, to prune a finished run again (at another threshold, or to a FLOPs target, with
+optional fine-tuning):
     python -m gated_pruning.prune RUN_DIR --threshold 0.05 [--round-to 8] [--data-root DIR]
+    python -m gated_pruning.prune RUN_DIR --target-flops 0.5 [--criterion gate|l1norm] [--finetune-epochs N]
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from gated_pruning.importance import criterion as make_criterion
 from gated_pruning.models.vgg import VGG
 from gated_pruning.stats import count_params
 
@@ -56,10 +66,59 @@ def keep_masks(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[l
     return masks, dead
 
 
+def target_masks(model: VGG, target: float, criterion: str = "gate") -> list[torch.Tensor]:
+    """Per conv layer, the channels kept by a cut to `target` times the model's FLOPs: by the
+    criterion's ranking, globally (the lowest-scored channel of the network goes first, until
+    the FLOPs are at most the target) or per layer (the same kept fraction in every layer, the
+    largest fraction whose FLOPs are at most the target). Every layer keeps at least one channel."""
+    crit = make_criterion(criterion)
+    scores = crit.scores(model)
+    widths = model.widths()
+    if crit.scope == "global":
+        return global_cut(model, scores, target)
+    budget = target * model.flops(widths)
+    keep = [torch.ones(w, dtype=torch.bool) for w in widths]
+    lo, hi = 0.0, 1.0
+    counts = lambda f: [max(1, int(round(f * w))) for w in widths]  # noqa: E731
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if model.flops(counts(mid)) <= budget else (lo, mid)
+    for layer, (k, sc) in enumerate(zip(counts(lo), scores)):
+        keep[layer][:] = False
+        keep[layer][sc.topk(k).indices] = True
+    return keep
+
+
+def global_cut(model: VGG, scores: list[torch.Tensor], target: float, keep=None,
+               minimum: list[int] | None = None) -> list[torch.Tensor]:
+    """Close the lowest-scored open channels of the whole network, one at a time, until its FLOPs
+    are at most `target` times the dense network's. `keep`: the channels open now (default all);
+    `minimum`: channels each layer keeps at least (default 1)."""
+    widths = model.widths()
+    keep = [torch.ones(w, dtype=torch.bool) for w in widths] if keep is None else [k.clone().cpu() for k in keep]
+    minimum = minimum or [1] * len(widths)
+    budget = target * model.flops(widths)
+    kept = [int(k.sum()) for k in keep]
+    order = sorted((float(v), layer, c) for layer, (sc, k) in enumerate(zip(scores, keep))
+                   for c, v in enumerate(sc.tolist()) if k[c])
+    for _, layer, c in order:
+        if model.flops(kept) <= budget:
+            break
+        if kept[layer] > minimum[layer]:
+            keep[layer][c] = False
+            kept[layer] -= 1
+    return keep
+
+
 @torch.no_grad()
-def compact(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[VGG, list[str]]:
-    """(the physically smaller plain VGG, dead layers). `model` is not modified."""
-    masks, dead = keep_masks(model, threshold, round_to)
+def compact(model: VGG, threshold: float = 0.0, round_to: int = 1,
+            masks: list[torch.Tensor] | None = None) -> tuple[VGG, list[str]]:
+    """(the physically smaller plain VGG, dead layers). `model` is not modified. `masks` (one
+    bool tensor per conv layer) replace the zero-gate rule of `keep_masks`."""
+    if masks is None:
+        masks, dead = keep_masks(model, threshold, round_to)
+    else:
+        dead = []
     blocks = model.conv_blocks()
     layers, i = [], 0
     for v in model.layers:
@@ -76,6 +135,9 @@ def compact(model: VGG, threshold: float = 0.0, round_to: int = 1) -> tuple[VGG,
         out_idx, in_idx = keep.nonzero().flatten().to(device), keep_in.nonzero().flatten().to(device)
         new.conv.weight.copy_(old.conv.weight[out_idx][:, in_idx])
         g = old.gate.hard()[out_idx] if old.gate is not None else 1.0
+        if old.gate is not None and old.gate_position == "relu" and bool((g < 0).any()):
+            raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
+                             "gate_position=relu needs gates clamped at 0")
         new.bn.weight.copy_(old.bn.weight[out_idx] * g)
         new.bn.bias.copy_(old.bn.bias[out_idx] * g)
         new.bn.running_mean.copy_(old.bn.running_mean[out_idx])
@@ -135,17 +197,22 @@ def accounting(model: torch.nn.Module, cfg) -> dict:
 
 
 def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
-    """Compact `model` at `cfg.threshold`; measure the dense and compact networks.
+    """Compact `model` at `cfg.threshold`, or cut it to `cfg.target_flops` by `cfg.criterion`;
+    measure the dense and compact networks.
 
     `evaluate(net) -> {"loss", "top1", "top5"}` on the test set. The dense reference is the same
     network with every channel kept and gates folded: a plain VGG of the original widths, timed
     by the same code as the compact one.
     """
     dense, _ = compact(model, threshold=-1.0)
-    small, dead = compact(model, threshold=cfg.threshold, round_to=cfg.round_to)
+    target = cfg.get("target_flops")
+    crit = cfg.get("criterion") or ("gate" if model.gates() else "l1norm")
+    masks = target_masks(model, target, crit) if target is not None else None
+    small, dead = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
     d, c = accounting(dense, cfg), accounting(small, cfg)
     result = {
         "threshold": cfg.threshold,
+        "target_flops": target, "criterion": crit if target is not None else None,
         "dense": d, "compact": c,
         "kept": {"params": c["params"] / d["params"], "flops": c["flops"] / d["flops"]},
         "speedup": d["latency_ms"] / c["latency_ms"],
@@ -154,6 +221,28 @@ def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
         "finetune": None,
     }
     return small, result
+
+
+def finetune(small: VGG, cfg, train_loader, test_loader, tracker=None, run_dir=".", step_offset=0) -> dict:
+    """Train the compact network for `cfg.prune.finetune_epochs` (SGD, the run's momentum and
+    weight decay, cosine from `cfg.prune.finetune_lr`) with the same loop as training; returns
+    {"epochs", "lr", "test"}."""
+    from omegaconf import OmegaConf
+
+    from gated_pruning.optim import lr_lambda
+    from gated_pruning.train import Trainer
+
+    p = cfg.prune
+    small.train()
+    opt = torch.optim.SGD(small.parameters(), lr=p.finetune_lr, momentum=cfg.optimizer.momentum,
+                          weight_decay=cfg.optimizer.weight_decay)
+    steps = len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", p.finetune_epochs * steps, steps))
+    tcfg = OmegaConf.merge(cfg.trainer, {"epochs": p.finetune_epochs, "checkpoint": False,
+                                         "checkpoint_every_steps": 0})
+    tuner = Trainer(small, train_loader, test_loader, opt, sched, tcfg, tracker=tracker,
+                    run_dir=run_dir, log_prefix="finetune/", step_offset=step_offset)
+    return {"epochs": p.finetune_epochs, "lr": p.finetune_lr, "test": tuner.fit()["test"]}
 
 
 def save_compact(model: VGG, path: str, meta: dict) -> None:
@@ -176,19 +265,31 @@ def load_compact(path: str, map_location=None):
 
 
 def main(argv=None) -> int:
-    """Prune a finished run's gated network (RUN_DIR/model.pt) again, at another threshold."""
+    """Prune a finished run's network (RUN_DIR/model.pt) again: at another threshold, or cut to a
+    FLOPs target by a ranking criterion, optionally fine-tuned. Writes OUT/results.json (a run
+    record like a training run's, with `derived_from`), OUT/prune.json and OUT/compact.pt2."""
     from gated_pruning.cli import ArgumentParser, arg, run_tool
     from gated_pruning.config import RULES
 
     p = ArgumentParser(prog="python -m gated_pruning.prune", description=main.__doc__)
     p.add_argument("run_dir")
-    p.add_argument("--threshold", type=arg(RULES["prune.threshold"], "--threshold"), required=True,
-                   help="remove gates with |gate| <= this")
+    p.add_argument("--threshold", type=arg(RULES["prune.threshold"], "--threshold"), default=0.0,
+                   help="remove gates with |gate| <= this (default 0)")
+    p.add_argument("--target-flops", type=arg(RULES["prune.target_flops"], "--target-flops"),
+                   help="cut to this fraction of the network's FLOPs")
+    p.add_argument("--criterion", choices=("gate", "l1norm"),
+                   help="ranking for --target-flops: gate (global, Network Slimming; default for gated "
+                        "runs) or l1norm (per layer, Li et al. 2017; default for plain runs)")
     p.add_argument("--round-to", type=arg(RULES["prune.round_to"], "--round-to"), default=1,
                    help="round kept widths up to a multiple of this")
+    p.add_argument("--finetune-epochs", type=arg(RULES["prune.finetune_epochs"], "--finetune-epochs"),
+                   default=0, help="fine-tune the compact network (default 0)")
+    p.add_argument("--finetune-lr", type=arg(RULES["prune.finetune_lr"], "--finetune-lr"),
+                   help="default: the run's prune.finetune_lr")
     p.add_argument("--data-root", help="override dataset.root of the run")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="output folder (default RUN_DIR/prune-<threshold>); must not exist")
+    p.add_argument("--out", help="output folder (default RUN_DIR/prune-<what>); must not exist")
+    p.add_argument("--method", help="label of the result in reports (e.g. l1norm, slimming)")
     return run_tool(_prune_again, p.parse_args(argv))
 
 
@@ -200,7 +301,8 @@ def _prune_again(a) -> int:
     from gated_pruning.config import check_device
     from gated_pruning.data import build_data
     from gated_pruning.errors import UserError
-    from gated_pruning.experiment import pick_device, write_json
+    from gated_pruning.experiment import RESULTS, cost
+    from gated_pruning.runtime import pick_device, write_json
     from gated_pruning.train import evaluate
 
     readable_dir(a.run_dir, "run directory")
@@ -208,22 +310,32 @@ def _prune_again(a) -> int:
     check_device(a.device)
     if a.data_root:
         readable_dir(a.data_root, "--data-root")
-    out = a.out or os.path.join(a.run_dir, f"prune-{a.threshold:g}")
+    if a.target_flops is None and a.criterion is not None:
+        raise UserError("--criterion ranks channels for --target-flops: give --target-flops too")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled code: all refused
+        raise UserError(f"{path} is not a readable model.pt ({type(e).__name__}: {one_line(e, 160)})") from None
+    if not isinstance(saved, dict) or not {"model", "config"} <= saved.keys():
+        raise UserError(f"{path} is not a model.pt written by a run (no 'model' and 'config' in it)")
+    cfg = OmegaConf.create(saved["config"])
+    crit = a.criterion or ("gate" if cfg.model.get("gated", True) else "l1norm")
+    what = (f"flops{a.target_flops:g}-{crit}" if a.target_flops is not None else f"{a.threshold:g}") + \
+        (f"-ft{a.finetune_epochs}" if a.finetune_epochs else "")
+    out = a.out or os.path.join(a.run_dir, f"prune-{what}")
     with staged(out) as tmp:  # made now: an unwritable --out fails before any work
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled code: all refused
-            raise UserError(f"{path} is not a readable model.pt ({type(e).__name__}: {one_line(e, 160)})") from None
-        if not isinstance(saved, dict) or not {"model", "config"} <= saved.keys():
-            raise UserError(f"{path} is not a model.pt written by a run (no 'model' and 'config' in it)")
-        try:
-            cfg = OmegaConf.create(saved["config"])
             if a.data_root:
                 cfg.dataset.root = a.data_root
-            cfg.prune = OmegaConf.merge(cfg.prune, {"threshold": a.threshold, "round_to": a.round_to})
+            cfg.prune = OmegaConf.merge(cfg.prune, {
+                "threshold": a.threshold, "round_to": a.round_to, "target_flops": a.target_flops,
+                "criterion": crit, "finetune_epochs": a.finetune_epochs,
+                "finetune_lr": a.finetune_lr if a.finetune_lr is not None else cfg.prune.finetune_lr})
             device = pick_device(a.device)
-            _, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
-            model = instantiate(cfg.model, num_classes=num_classes, binarizer=instantiate(cfg.binarizer))
+            train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
+            arch = saved.get("arch") or {"overrides": {}}
+            model = instantiate(cfg.model, num_classes=num_classes, binarizer=instantiate(cfg.binarizer),
+                                **arch["overrides"])
             model.load_state_dict(saved["model"])
         except UserError:
             raise
@@ -231,12 +343,27 @@ def _prune_again(a) -> int:
             raise UserError(f"cannot rebuild the network of {path} from its config ({type(e).__name__}: "
                             f"{one_line(e, 200)})") from None
         model.to(device)
-        small, result = prune_and_measure(model, cfg.prune, lambda m: evaluate(m, test_loader))
-        save_compact(small, os.path.join(tmp, COMPACT_FILE), compact_meta(cfg, result))
+        try:
+            small, result = prune_and_measure(model, cfg.prune, lambda m: evaluate(m, test_loader))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        test = result["test"]["compact"]
+        if a.finetune_epochs:
+            result["finetune"] = finetune(small, cfg, train_loader, test_loader)
+            test = result["finetune"]["test"]
+        meta = compact_meta(cfg, result)
+        meta["test_top1"] = test["top1"]
+        save_compact(small, os.path.join(tmp, COMPACT_FILE), meta)
         write_json(result, os.path.join(tmp, "prune.json"))
-    print(json.dumps({k: result[k] for k in ("threshold", "kept", "speedup")}))
+        record = {"config": OmegaConf.to_container(cfg, resolve=True), "derived_from": os.path.abspath(a.run_dir),
+                  "method": a.method, "target_flops": a.target_flops,
+                  "metrics": {"test": result["test"]["dense"]}, "prune": result, "gates": {}}
+        if "reference" in arch:
+            record["cost"] = cost(arch, small)
+        write_json(record, os.path.join(tmp, RESULTS))
+    print(json.dumps({k: result[k] for k in ("threshold", "target_flops", "criterion", "kept", "speedup")}))
     print(f"top1 dense {result['test']['dense']['top1']:.4f} compact {result['test']['compact']['top1']:.4f}"
-          f"; written to {out}")
+          + (f" fine-tuned {test['top1']:.4f}" if a.finetune_epochs else "") + f"; written to {out}")
     return 0
 
 

@@ -18,7 +18,7 @@ import sys
 from gated_pruning.errors import UserError
 
 RESULTS = "results.json"
-PLOTS = ("accuracy_vs_flops.png", "zero_gate_heatmap.png", "kept_widths.png")
+PLOTS = ("accuracy_vs_flops.png", "zero_gate_heatmap.png", "kept_widths.png", "gate_trajectories.png")
 COLUMNS = ("run", "variant", "gamma", "top-1 %", "pruned top-1 %", "FLOPs kept %", "params kept %",
            "speedup", "sparsity per layer")
 
@@ -209,7 +209,12 @@ def markdown_report(runs: list[dict], root: str) -> str:
         parts += ["Notes:", "", *notes, ""]
     parts += ["## Accuracy vs FLOPs", "", "![accuracy vs FLOPs](accuracy_vs_flops.png)", "",
               "## Zero gates during training", "", "![zero gates](zero_gate_heatmap.png)", "",
-              "## Kept widths", "", "![kept widths](kept_widths.png)", ""]
+              "## Kept widths", "", "![kept widths](kept_widths.png)", "",
+              "## Gate trajectories", "",
+              "Per layer, the median latent gate over training with its 10-90% band (binary gates: the "
+              "float value before binarization). Lines that fall together are the uniform shrink; "
+              "bands that split within a layer are channel selection.", "",
+              "![gate trajectories](gate_trajectories.png)", ""]
     return "\n".join(parts)
 
 
@@ -346,6 +351,59 @@ def plot_zero_gate_heatmap(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def trajectory_data(r: dict):
+    """(steps, q10, q50, q90) with q*[layer][step] from the history's latent-gate quantiles, or
+    None for runs logged before quantiles existed."""
+    by_step = {}
+    for h in r["history"]:
+        qs = h.get("quantiles")
+        if "step" in h and qs and len(qs) == len(r["channels"]):
+            by_step[h["step"]] = qs
+    if not by_step:
+        return None
+    steps = sorted(by_step)
+    pick = lambda j: [[by_step[s][i][j] for s in steps] for i in range(len(r["channels"]))]  # noqa: E731
+    return steps, pick(0), pick(2), pick(4)  # stats.QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def plot_gate_trajectories(runs: list[dict], path: str) -> None:
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    n = len(runs)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.6 * ncols + 1.2, 3.4 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    cmap = colormaps["viridis"]
+    for k, r in enumerate(runs):
+        ax = axes[k // ncols][k % ncols]
+        name = r["name"] if len(r["name"]) <= 48 else r["name"][:23] + "…" + r["name"][-23:]
+        ax.set_title(f"{_label(r)}\n{name}", fontsize=8)
+        data = trajectory_data(r)
+        if data is None:
+            ax.text(0.5, 0.5, "no gate quantiles logged", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        steps, lo, mid, hi = data
+        layers = r["layers"]
+        for i in range(len(layers)):
+            color = cmap(i / max(len(layers) - 1, 1))
+            ax.fill_between(steps, lo[i], hi[i], color=color, alpha=0.12, lw=0)
+            ax.plot(steps, mid[i], color=color, lw=1.2, label=layers[i])
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel("latent gate", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=6, ncol=2, loc="best")
+    for k in range(n, nrows * ncols):
+        axes[k // ncols][k % ncols].set_axis_off()
+    fig.suptitle("Gate trajectories: per-layer median, 10-90% band")
+    fig.savefig(path, dpi=120)
+
+
 def _gamma_colors(runs: list[dict]) -> dict:
     """{gamma: colour}: a sequential colour map over the distinct gammas, darker = larger."""
     from matplotlib import colormaps
@@ -414,6 +472,7 @@ def write_report(root: str, out: str | None = None) -> tuple[str, list[dict]]:
         plot_accuracy_vs_flops(runs, os.path.join(tmp, PLOTS[0]))
         plot_zero_gate_heatmap(runs, os.path.join(tmp, PLOTS[1]))
         plot_kept_widths(runs, os.path.join(tmp, PLOTS[2]))
+        plot_gate_trajectories(runs, os.path.join(tmp, PLOTS[3]))
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(markdown_report(runs, root))
     return os.path.join(out, "report.md"), runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 COUNT_KEYS = ("zeros", "ones", "small", "channels")
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 @torch.no_grad()
@@ -18,6 +19,24 @@ def gate_counts(model, eps: float = 1e-3) -> torch.Tensor:
                                  torch.full((), w.numel(), device=w.device)]))
     if not rows:
         return torch.zeros(0, len(COUNT_KEYS), dtype=torch.long)
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def gate_quantiles(model, qs=QUANTILES) -> torch.Tensor:
+    """(layers, len(qs) + 1) tensor on the device: per layer the quantiles `qs` of the latent
+    float gates (for binary gates: the value before binarization), then the mean of the kept
+    gates that are not zero (for binary gates 1; for float gates the scale a layer keeps: a
+    uniform shrink shows as every layer's value falling together)."""
+    rows = []
+    for gate in model.gates():
+        w = gate.weight.detach().float()
+        hard = gate.hard().float()
+        nonzero = hard != 0
+        mean = (hard * nonzero).sum() / nonzero.sum().clamp_min(1)
+        rows.append(torch.cat([torch.quantile(w, torch.tensor(qs, device=w.device)), mean[None]]))
+    if not rows:
+        return torch.zeros(0, len(qs) + 1)
     return torch.stack(rows)
 
 

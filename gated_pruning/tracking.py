@@ -14,7 +14,7 @@ class NullTracker:
     run_id = None
     run_dir = None
 
-    def log(self, metrics: dict, step: int | None = None) -> None:
+    def log(self, metrics: dict, step: int | None = None, histograms: dict | None = None) -> None:
         pass
 
     def summary(self, values: dict) -> None:
@@ -90,8 +90,12 @@ class WandbTracker:
             _say(f"{what} failed ({type(e).__name__}: {e}); logging disabled for this run")
             self.run = None
 
-    def log(self, metrics: dict, step: int | None = None) -> None:
-        self._guard("log", lambda: self.run.log(metrics, step=step))
+    def log(self, metrics: dict, step: int | None = None, histograms: dict | None = None) -> None:
+        """`histograms`: {key: array of values}, logged as W&B histograms with the metrics."""
+        def log():
+            extra = {k: self._wandb.Histogram(v) for k, v in (histograms or {}).items()}
+            self.run.log({**metrics, **extra}, step=step)
+        self._guard("log", log)
 
     def summary(self, values: dict) -> None:
         self._guard("summary", lambda: self.run.summary.update(values))

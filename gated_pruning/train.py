@@ -1,8 +1,9 @@
 """The training loop: epochs of steps, evaluation, gate statistics, checkpoints, exact resume.
 
-One loop serves the gated network (weights by SGD, gates by APG or GateSGD) and the fine-tuning
-of a pruned network (no gate optimizer). Nothing in a step reads a value back to the host: the
-loss, accuracy and the first non-finite step are accumulated on the device and read at log time.
+One loop serves the gated network (weights by SGD, gates by APG or GateSGD, a penalty on the
+gates, optionally a FLOPs budget that sets the penalty's strength) and the fine-tuning of a pruned
+network (no gate optimizer). Nothing in a step reads a value back to the host: the loss, accuracy,
+the first non-finite step and the budget's state stay on the device and are read at log time.
 """
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ def _set_rng_state(state: dict) -> None:
 
 class Trainer:
     def __init__(self, model, train_loader, test_loader, opt_w, sched_w, cfg, *, opt_g=None,
-                 sched_g=None, tracker=None, run_dir=".", fingerprint=None, eps=1e-3,
-                 log_prefix="", step_offset=0):
+                 sched_g=None, penalty=None, budget=None, tracker=None, run_dir=".",
+                 fingerprint=None, eps=1e-3, log_prefix="", step_offset=0):
         self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
         self.opt_w, self.sched_w, self.opt_g, self.sched_g = opt_w, sched_w, opt_g, sched_g
+        self.penalty, self.budget = penalty, budget
         self.cfg = cfg
         self.tracker = tracker
         self.run_dir = run_dir
@@ -81,14 +83,28 @@ class Trainer:
         """Parameters as trained: APG's prox point for evaluation, counts and pruning."""
         return self.opt_g.prox_view() if self.opt_g is not None else contextlib.nullcontext()
 
+    def trained_gate_weights(self) -> list[torch.Tensor]:
+        """Each gate's latent weight as trained (APG's prox point), without a copy."""
+        prox = self.opt_g.prox_points() if self.opt_g is not None else {}
+        return [prox.get(g.weight, g.weight).detach() for g in self.model.gates()]
+
     def gate_record(self) -> dict | None:
         if not self.layer_names:
             return None
         with self.gate_view():
             counts = stats.gate_counts(self.model, self.eps).tolist()
+            quantiles = stats.gate_quantiles(self.model).tolist()
         rec = {"step": self.step, "epoch": self.step / len(self.train_loader)}
         for i, key in enumerate(stats.COUNT_KEYS[:3]):
             rec[key] = [r[i] for r in counts]
+        rec["quantiles"] = [r[:-1] for r in quantiles]  # of the latent gates, stats.QUANTILES
+        rec["nonzero_mean"] = [r[-1] for r in quantiles]
+        if self.penalty is not None:
+            rec["gamma"] = float(self.penalty.gamma)
+        if self.budget is not None:
+            rec["flops_kept"] = float(self.budget.kept)
+            rec["flops_target"] = self.budget.schedule(self.step)
+            rec["frozen"] = self.budget.frozen
         for name in stats.dead_layers(self.layer_names, counts):
             if name not in self.dead_warned:
                 self.dead_warned.add(name)
@@ -104,7 +120,20 @@ class Trainer:
             out[f"gates_one/{name}"] = o
             out[f"gates_zero_frac/{name}"] = z / c
         out["gates_zero_frac/all"] = sum(rec["zeros"]) / sum(channels)
+        for name, qs, m in zip(self.layer_names, rec["quantiles"], rec["nonzero_mean"]):
+            for q, v in zip(stats.QUANTILES, qs):
+                out[f"gates_q{round(100 * q)}/{name}"] = v
+            out[f"gates_nonzero_mean/{name}"] = m
+        for key in ("gamma", "flops_kept", "flops_target"):
+            if key in rec:
+                out[f"budget/{key}" if key != "gamma" else "penalty/gamma"] = rec[key]
         return out
+
+    def _gate_histograms(self) -> dict:
+        """{W&B key: latent gate values} per layer, as trained."""
+        with self.gate_view():
+            return {f"gates_hist/{n}": g.weight.detach().float().cpu().numpy()
+                    for n, g in zip(self.layer_names, self.model.gates())}
 
     def evaluate(self, model=None) -> dict:
         """Test loss, top-1, top-5 of the trained network (gates as trained), or of `model`."""
@@ -132,15 +161,18 @@ class Trainer:
         with self._autocast():
             out = self.forward_model(self._layout(x))
             loss = F.cross_entropy(out.float(), y)
+        smooth = self.penalty.loss() if self.penalty is not None else None
         self.opt_w.zero_grad(set_to_none=True)
         if self.opt_g is not None:
             self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if smooth is None else loss + smooth).backward()
         self.opt_w.step()
         self.sched_w.step()
         if self.opt_g is not None:
-            self.opt_g.step()
+            self.opt_g.step(l1=self.penalty.l1() if self.penalty is not None else None)
             self.sched_g.step()
+        if self.budget is not None:
+            self.budget.update(self.step + 1)  # the step being finished
         loss = loss.detach()
         self._first_bad = torch.where(torch.isfinite(loss) | (self._first_bad >= 0),
                                       self._first_bad, self._dstep)
@@ -199,13 +231,15 @@ class Trainer:
         metrics = {f"{self.prefix}train/loss": loss, f"{self.prefix}lr": self.opt_w.param_groups[0]["lr"],
                    f"{self.prefix}epoch": self.step / len(self.train_loader)}
         rec = self.gate_record()
+        histograms = None
         if rec is not None:
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
+            histograms = self._gate_histograms()
         if bar is not None and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
         if self.tracker is not None:
-            self.tracker.log(metrics, step=self.step + self.step_offset)
+            self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
 
     def _end_epoch(self) -> None:
         self._check_finite()
@@ -223,12 +257,14 @@ class Trainer:
                    **{f"{self.prefix}test/{k}": v for k, v in test.items()},
                    f"{self.prefix}epoch": self.epoch}
         rec = self.gate_record()
+        histograms = None
         if rec is not None:
             rec["test_top1"] = test["top1"]
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
+            histograms = self._gate_histograms()
         if self.tracker is not None:
-            self.tracker.log(metrics, step=self.step + self.step_offset)
+            self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
         if self.cfg.progress and distributed.is_main():
             print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} "
                   f"test loss {test['loss']:.4f} top1 {test['top1']:.4f} top5 {test['top5']:.4f}",
@@ -253,6 +289,7 @@ class Trainer:
             "dead_warned": sorted(self.dead_warned),
             "running": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                         "first_bad": self._first_bad, "dstep": self._dstep},
+            "budget": self.budget.state_dict() if self.budget is not None else None,
             "extra": self.extra_state,
         }
 
@@ -292,6 +329,8 @@ class Trainer:
         self._first_bad = r["first_bad"].to(self.device)
         self._dstep = r["dstep"].to(self.device)
         self.extra_state = state.get("extra", {})
+        if self.budget is not None:
+            self.budget.load_state_dict(state["budget"])
 
     def _stop_requested(self, agree: bool = False) -> bool:
         """A stop signal seen (by any rank: agreed at log steps, or epoch ends with log_every=0,

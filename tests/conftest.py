@@ -33,6 +33,13 @@ def run_py(*args, cwd=None, env=None, timeout=3000):
                           env=e, capture_output=True, text=True, timeout=timeout)
 
 
+def preset_needs(run_dir) -> dict:
+    """{group=option: the overrides its user must add}: the run whose architecture a scratch
+    preset retrains, the FLOPs that method=uniform scales to."""
+    return {"method=scratch_e": [f"arch.run={run_dir}"], "method=scratch_b": [f"arch.run={run_dir}"],
+            "method=uniform": ["target_flops=0.5"]}
+
+
 def snapshot(d):
     """{relative path: bytes} of every file below `d` (.hydra/ included)."""
     out = {}

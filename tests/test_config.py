@@ -6,7 +6,7 @@ from gated_pruning.cli import group_options
 from gated_pruning.config import check_config
 from gated_pruning.optim import split_parameters
 
-from conftest import CONF, make_cfg, run_py, snapshot
+from conftest import CONF, make_cfg, preset_needs, run_py, snapshot
 
 GROUPS = group_options(CONF)
 
@@ -20,8 +20,9 @@ def test_the_promised_groups_exist():
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
-def test_every_option_composes(group, option):
-    cfg = make_cfg(f"{group}={option}")
+def test_every_option_composes(group, option, finished_run):
+    name = f"{group}={option}"
+    cfg = make_cfg(name, *preset_needs(finished_run).get(name, []))
     check_config(cfg)
     binarizer = instantiate(cfg.binarizer)
     model = instantiate(cfg.model, num_classes=10, binarizer=binarizer, width=0.0625) \
@@ -30,16 +31,15 @@ def test_every_option_composes(group, option):
         model = instantiate(make_cfg().model, num_classes=10, binarizer=binarizer, width=0.0625)
         weights, gates = split_parameters(model)
         instantiate(cfg.optimizer.weights, params=weights)
-        opt = instantiate(cfg.optimizer.gates, params=gates)
-        assert opt.param_groups[0]["gamma"] == cfg.gamma  # the top-level key reaches the optimizer
+        instantiate(cfg.optimizer.gates, params=gates)
     if model is not None:
         assert model.widths()
 
 
-def test_gamma_is_top_level_and_reaches_both_gate_optimizers():
-    for opt in ("apg", "sgd"):
-        cfg = make_cfg(f"optimizer={opt}", "gamma=0.123")
-        assert cfg.optimizer.gates.gamma == 0.123
+def test_gamma_is_top_level_and_reaches_every_penalty():
+    for penalty in GROUPS["penalty"]:
+        cfg = make_cfg(f"penalty={penalty}", "gamma=0.123")
+        assert instantiate(cfg.penalty).gamma0 == 0.123
 
 
 @pytest.fixture(scope="module")

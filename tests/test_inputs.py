@@ -15,7 +15,7 @@ import torch
 from gated_pruning import cli, evaluate, prune, report
 from gated_pruning.config import RULES, check_config, problems
 
-from conftest import CONF, make_cfg, run_py, snapshot
+from conftest import CONF, make_cfg, preset_needs, run_py, snapshot
 
 GROUPS = cli.group_options(CONF)
 
@@ -31,18 +31,21 @@ def one_error_line(err: str) -> str:
 
 # ------------------------------------------------------------------ every key has a rule
 
-def compositions():
-    """The config of every option of every group, and of every preset."""
+def compositions(run_dir):
+    """The config of every option of every group, and of every preset (with what the preset
+    needs from its user: the run whose architecture it retrains, the FLOPs to scale to)."""
+    needs = preset_needs(run_dir)
     for group, options in GROUPS.items():
         if group == "hydra":
             continue
         for option in options:
-            yield f"{group}={option}", make_cfg(f"{group}={option}")
+            name = f"{group}={option}"
+            yield name, make_cfg(name, *needs.get(name, []))
 
 
-def test_every_key_of_every_option_and_preset_has_a_rule_and_passes_it():
+def test_every_key_of_every_option_and_preset_has_a_rule_and_passes_it(finished_run):
     seen = set()
-    for name, cfg in compositions():
+    for name, cfg in compositions(finished_run):
         found = problems(cfg)
         assert not found, f"{name}: {found}"  # a key without a rule is reported here, by name
         from gated_pruning.config import flatten
@@ -111,7 +114,34 @@ BAD_RUNS = [
     ("optimizer.warmup_epochs=-1", "optimizer.warmup_epochs=-1 must be >= 0"),
     ("optimizer.warmup_epochs=5", "optimizer.warmup_epochs=5 is longer than the run (trainer.epochs=2)"),
     ("optimizer.gates.forward=back", "optimizer.gates.forward='back' is not one of lookahead, prox"),
-    ("optimizer.gates.clamp=yes", "optimizer.gates.clamp='yes' must be true or false"),
+    ("optimizer.gates.clamp=yes", "optimizer.gates.clamp='yes' must be one of prox, lookahead, none or true"),
+    ("optimizer.gates.clamp=true", "optimizer.gates.clamp=true: with this gate optimizer it is prox, lookahead or none"),
+    ("optimizer=sgd optimizer.gates.clamp=prox", "optimizer.gates.clamp='prox': with this gate optimizer it is true or false"),
+    ("optimizer.gates.upper=0", "optimizer.gates.upper=0 must be > 0"),
+    ("optimizer.weights.nesterov=1", "optimizer.weights.nesterov=1 must be true or false"),
+    # the penalty, the FLOPs budget, the architecture a run trains
+    ("target_flops=0", "target_flops=0 is outside (0, 1]"),
+    ("target_flops=1.5", "target_flops=1.5 is outside (0, 1]"),
+    ("penalty=polarization penalty.t=0", "penalty.t=0 must be > 0"),
+    ("penalty=polarization penalty.scope=net", "penalty.scope='net' is not one of layer, global"),
+    ("penalty.flops_weighted=2", "penalty.flops_weighted=2 must be true or false"),
+    ("budget.ramp=2", "budget.ramp=2 is outside [0, 1]"),
+    ("budget.freeze=0", "budget.freeze=0 is outside (0, 1]"),
+    ("budget.min_gamma=1 budget.max_gamma=0.1", "budget.min_gamma=1 is above budget.max_gamma=0.1"),
+    ("arch.source=uniform", "arch.source=uniform needs target_flops"),
+    ("arch.source=uniform target_flops=0.5", "arch.source=uniform trains a plain network"),
+    ("arch.source=run model.gated=false", "arch.source=run needs arch.run="),
+    ("arch.source=run arch.run=/nonexistent model.gated=false", "arch.run=/nonexistent: no results.json there"),
+    ("arch.epochs=flops", "arch.epochs=flops scales the epochs by a reference network"),
+    ("model.gate_position=middle", "model.gate_position='middle' is not one of bn, relu"),
+    ("model.gate_position=relu optimizer.gates.clamp=none", "model.gate_position=relu with float gates needs them clamped"),
+    ("model.min_keep=-1", "model.min_keep=-1 must be >= 0"),
+    ("model.widths=[4,0]", "model.widths=[4, 0] holds 0, which must be >= 1"),
+    ("binarizer=hard_concrete binarizer.estimator=clipped", "binarizer.estimator='clipped' is not one of relaxed, straight_through"),
+    ("binarizer=hard_concrete binarizer.stretch=[0,1]", "binarizer.stretch=[0, 1] must be [gamma, zeta]"),
+    ("binarizer=hard_concrete binarizer.temperature=0", "binarizer.temperature=0 must be > 0"),
+    ("prune.target_flops=2", "prune.target_flops=2 is outside (0, 1]"),
+    ("prune.criterion=random", "prune.criterion='random' is not one of gate, l1norm"),
     ("optimizer.weights.lr=-1", "optimizer.weights.lr=-1 must be > 0"),
     ("optimizer.weights._target_=torch.optim.Adam", "optimizer.weights._target_='torch.optim.Adam' is not one of"),
     ("optimizer=sgd optimizer.gates.forward=prox", "optimizer=sgd has no key gates.forward"),
@@ -321,7 +351,7 @@ def odd_files(tmp_path_factory, finished_run):
 
 def prune_cases(run, odd):
     return [
-        ([], "the following arguments are required: run_dir, --threshold"),
+        ([], "the following arguments are required: run_dir"),
         ([run], "the following arguments are required: --threshold"),
         ([run, "--threshold", "abc"], "--threshold 'abc' is not a number"),
         ([run, "--threshold", "-1"], "--threshold -1 must be >= 0"),
@@ -341,6 +371,13 @@ def prune_cases(run, odd):
         ([run, "--threshold", "0", "--data-root", odd / "nowhere"], "--data-root"),
         ([run, "--threshold", "0", "--out", run], "exists already; pass another --out"),
         ([run, "--threshold", "0", "--out", "/etc/hostname/out"], "cannot write there"),
+        ([run, "--target-flops", "0"], "--target-flops 0 is outside (0, 1]"),
+        ([run, "--target-flops", "nan"], "--target-flops nan must be a finite number"),
+        ([run, "--target-flops", "0.5", "--criterion", "random"], "argument --criterion: invalid choice"),
+        ([run, "--criterion", "l1norm"], "--criterion ranks channels for --target-flops"),
+        ([run, "--finetune-epochs", "-1"], "--finetune-epochs -1 must be >= 0"),
+        ([run, "--finetune-epochs", "0.5"], "--finetune-epochs 0.5 is not an integer"),
+        ([run, "--finetune-lr", "0"], "--finetune-lr 0 must be > 0"),
     ]
 
 

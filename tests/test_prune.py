@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gated_pruning.gates import StochasticBinarizer, ThresholdBinarizer
+from gated_pruning.gates import HardConcreteBinarizer, StochasticBinarizer, ThresholdBinarizer
 from gated_pruning.models.vgg import VGG, build
 from gated_pruning.prune import compact, count_flops, keep_masks
 from gated_pruning.stats import count_params
@@ -37,9 +37,11 @@ def random_pattern(model, p, seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("binarizer", [None, ThresholdBinarizer(0.0), StochasticBinarizer(0.0)])
-def test_compact_equals_gated_on_random_zero_patterns(seed, binarizer):
-    model = build(11, width=0.25, num_classes=10, binarizer=binarizer)
+@pytest.mark.parametrize("binarizer", [None, ThresholdBinarizer(0.0), StochasticBinarizer(0.0),
+                                       HardConcreteBinarizer()])
+@pytest.mark.parametrize("bn_weight", [True, False])
+def test_compact_equals_gated_on_random_zero_patterns(seed, binarizer, bn_weight):
+    model = build(11, width=0.25, num_classes=10, binarizer=binarizer, bn_weight=bn_weight)
     pattern = random_pattern(model, p=0.2 + 0.15 * seed, seed=seed)
     pattern[0][:3] = True    # the first conv layer loses channels
     pattern[-1][-3:] = True  # and so does the last, feeding the classifier
@@ -49,6 +51,20 @@ def test_compact_equals_gated_on_random_zero_patterns(seed, binarizer):
     assert small.widths() == [int((~z).sum()) for z in pattern]
     assert not any(isinstance(m, type(model.gates()[0])) for m in small.modules())
     x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("binarizer", [None, ThresholdBinarizer(0.5), HardConcreteBinarizer()])
+def test_a_layer_floor_keeps_channels_and_stays_exact(binarizer):
+    model = build(11, width=0.25, num_classes=10, binarizer=binarizer, min_keep=3)
+    pattern = random_pattern(model, 0.5, 3)
+    pattern[2][:] = True  # every gate of conv2 at zero: the floor holds its 3 largest open
+    trained_looking(model, pattern, 3)
+    small, dead = compact(model)
+    if binarizer is not None:  # binary gates: the floor opens them (1), so the layer lives
+        assert dead == [] and small.widths()[2] == 3
+    x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
 

@@ -233,6 +233,15 @@ def test_multirun_makes_one_offline_wandb_run_per_job_with_gate_counts(multirun)
         assert sorted(set(map(lambda t: (t[0], tuple(t[1])), logged))) == \
             sorted(set(map(lambda t: (t[0], tuple(t[1])), expected)))
         assert all(f"gates_one/{n}" in rows[0] for n in res["gates"]["layers"])
+        # the latent-gate quantiles, the scale each layer keeps, and a histogram per layer
+        first = next(row for row in rows if "gates_q50/conv0" in row)
+        h0 = next(h for h in res["gates"]["history"] if h["step"] == first["_step"])
+        for i, n in enumerate(res["gates"]["layers"]):
+            assert [first[f"gates_q{q}/{n}"] for q in (10, 25, 50, 75, 90)] == pytest.approx(h0["quantiles"][i])
+            assert first[f"gates_nonzero_mean/{n}"] == pytest.approx(h0["nonzero_mean"][i])
+            hist = first.get(f"gates_hist/{n}") or {"_type": first.get(f"gates_hist/{n}/_type")}
+            assert hist["_type"] == "histogram"  # W&B keeps it nested or flattens it by key path
+        assert first["penalty/gamma"] == pytest.approx(res["config"]["gamma"])
         assert summary["final/test_top1"] == res["metrics"]["test"]["top1"]
         assert summary["prune/flops_kept"] == res["prune"]["kept"]["flops"]
     assert len(ids) == 4

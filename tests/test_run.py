@@ -28,6 +28,23 @@ def test_smoke_run_leaves_results_json(tmp_path):
     # history: every log_every=4 steps and every epoch end, 8 steps an epoch
     assert [h["step"] for h in res["gates"]["history"]] == [4, 8, 8, 12, 16, 16]
     assert "test_top1" in res["gates"]["history"][2]
+    # the dynamics: quantiles of the latent gates and the mean kept gate, per layer and log step
+    for h in res["gates"]["history"]:
+        assert len(h["quantiles"]) == 8 and all(len(q) == 5 and q == sorted(q) for q in h["quantiles"])
+        assert len(h["nonzero_mean"]) == 8 and h["gamma"] == pytest.approx(res["config"]["gamma"])
+    assert all(m == 1.0 for m in final["nonzero_mean"] if m)  # binary gates keep 0 or 1
+
+
+@pytest.mark.parametrize("gates", [[], ["binarizer=threshold"], ["binarizer=hard_concrete", "penalty=l0"],
+                                   ["penalty=polarization", "optimizer.gates.upper=1"]])
+def test_a_layer_floor_keeps_every_layer_alive_at_a_huge_gamma(gates, tmp_path):
+    cfg = make_cfg("experiment=smoke", "gamma=20", "model.min_keep=2", "trainer.epochs=1", *gates)
+    res = experiment.run(cfg, str(tmp_path))
+    assert res["gates"]["dead_layers"] == [] and res["prune"]["dead_layers"] == []
+    assert all(w >= 2 for w in res["prune"]["compact"]["widths"])
+    without = experiment.run(make_cfg("experiment=smoke", "gamma=20", "trainer.epochs=1", *gates),
+                             str(tmp_path / "no-floor"))
+    assert without["gates"]["dead_layers"]  # the same gamma kills layers without the floor
 
 
 def test_multirun_of_two_gammas(tmp_path):

@@ -35,27 +35,40 @@ def vgg_widths(depth: int, width: float = 1.0) -> list:
     return [v if v == "M" else max(1, int(round(v * width))) for v in CONFIGS[depth]]
 
 
-class ConvBlock(nn.Module):
-    """conv3x3 -> BatchNorm -> Gate -> ReLU.
+GATE_POSITIONS = ("bn", "relu")
 
-    The gate multiplies the batch-norm output, so it is applied by scaling the BN affine
-    parameters (gate*(w*xhat + b) == (gate*w)*xhat + gate*b): the same function as a separate
-    multiply, without another pass over the activation. Under torchrun, training-mode batch
-    norm uses the statistics of the global batch (`distributed.sync_batch_norm`).
+
+class ConvBlock(nn.Module):
+    """conv3x3 -> BatchNorm -> ReLU, with the gate multiplying each channel.
+
+    `gate_position="bn"`: the gate multiplies the batch-norm output before the ReLU, applied by
+    scaling the BN affine parameters (gate*(w*xhat + b) == (gate*w)*xhat + gate*b): no extra pass
+    over the activation. But a gate at exactly 0 then gets no gradient (ReLU's derivative at 0 is
+    0), so a channel once pruned can never come back. `gate_position="relu"`: the gate multiplies
+    the block's output after the ReLU (the structure's output, as SSS puts it): the same function
+    for gates >= 0, one more multiply, and a closed gate still sees d(loss)/d(gate) = the
+    gradient of reopening its channel. Under torchrun, training-mode batch norm uses the
+    statistics of the global batch (`distributed.sync_batch_norm`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, gate: Gate | None = None):
+    def __init__(self, in_channels: int, out_channels: int, gate: Gate | None = None,
+                 bn_weight: bool = True, gate_position: str = "bn"):
         super().__init__()
+        if gate_position not in GATE_POSITIONS:
+            raise ValueError(f"model.gate_position={gate_position!r} is not one of {GATE_POSITIONS}")
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
+        if not bn_weight:  # the gate is the only per-channel scale (BN's weight stays 1)
+            self.bn.weight.requires_grad_(False)
         self.gate = gate
+        self.gate_position = gate_position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         bn = self.bn
         weight, bias = bn.weight, bn.bias
-        if self.gate is not None:
-            g = self.gate.value()
+        g = self.gate.value() if self.gate is not None else None
+        if g is not None and self.gate_position == "bn":
             weight, bias = weight * g, bias * g
         if bn.training and distributed.world_size() > 1:
             x = distributed.sync_batch_norm(x, bn, weight, bias)
@@ -64,23 +77,34 @@ class ConvBlock(nn.Module):
                 bn.num_batches_tracked.add_(1)
             x = F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias,
                              bn.training, bn.momentum, bn.eps)
-        return F.relu(x, inplace=True)
+        x = F.relu(x, inplace=True)
+        if g is not None and self.gate_position == "relu":
+            x = x * g.view(1, -1, 1, 1)
+        return x
 
 
 class VGG(nn.Module):
+    """`layers`: conv widths and "M" (max-pool). With `gated`, every conv output channel has a
+    gate (`gate_init` + `gate_jitter` noise, a `min_keep` floor per layer, see `gates.Gate`);
+    `bn_weight=False` freezes batch norm's weight at 1 so the gate is the channel's only scale;
+    `gate_position` puts the gate before ("bn") or after ("relu") the ReLU (see `ConvBlock`)."""
+
     def __init__(self, layers: Layers, num_classes: int = 100, gated: bool = True,
-                 gate_init: float = 1.0, binarizer=None, in_channels: int = 3):
+                 gate_init: float = 1.0, binarizer=None, in_channels: int = 3,
+                 gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
+                 gate_position: str = "bn"):
         super().__init__()
         self.layers = list(layers)
         self.gated = gated
+        self.in_channels = in_channels
         blocks: list[nn.Module] = []
         c = in_channels
         for v in self.layers:
             if v == "M":
                 blocks.append(nn.MaxPool2d(2))
             else:
-                gate = Gate(v, gate_init, binarizer) if gated else None
-                blocks.append(ConvBlock(c, v, gate))
+                gate = Gate(v, gate_init, binarizer, gate_jitter, min_keep) if gated else None
+                blocks.append(ConvBlock(c, v, gate, bn_weight, gate_position))
                 c = v
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Linear(c, num_classes)
@@ -104,8 +128,71 @@ class VGG(nn.Module):
     def widths(self) -> list[int]:
         return [b.conv.out_channels for _, b in self.conv_blocks()]
 
+    def flops(self, widths=None, size: int = 32):
+        """FLOPs of one image's forward pass (2 per multiply-add, convs and classifier, as
+        torch.utils.flop_counter counts) with the conv widths `widths` (default: this network's).
+        Works on numbers and on tensors (kept-channel counts on the device, for the budget)."""
+        return flops(self.layers, widths if widths is not None else self.widths(), self.in_channels,
+                     self.classifier.out_features, size)
+
+    def channel_costs(self, size: int = 32) -> list[float]:
+        """Per conv layer, the FLOPs that removing one of its output channels saves in the dense
+        network: its share of this conv and of the next conv (or of the classifier)."""
+        widths = self.widths()
+        base = self.flops(widths, size)
+        out = []
+        for i in range(len(widths)):
+            less = list(widths)
+            less[i] -= 1
+            out.append(float(base - self.flops(less, size)))
+        return out
+
+
+def flops(layers: Layers, widths, in_channels: int, num_classes: int, size: int = 32):
+    """FLOPs of a VGG whose conv widths are `widths` (numbers or tensors), for `size`x`size` input."""
+    total, c_in, i = 0, in_channels, 0
+    for v in layers:
+        if v == "M":
+            size //= 2
+            continue
+        c_out = widths[i]
+        total = total + 2 * 9 * c_in * c_out * size * size
+        c_in, i = c_out, i + 1
+    return total + 2 * c_in * num_classes
+
+
+def with_widths(depth: int, widths) -> list:
+    """The layer list of VGG-`depth` with its conv widths replaced by `widths` (e.g. the kept
+    widths of a pruned network)."""
+    layers = CONFIGS[depth] if depth in CONFIGS else vgg_widths(depth)
+    convs = sum(v != "M" for v in layers)
+    widths = [int(w) for w in widths]
+    if len(widths) != convs or min(widths) < 1:
+        raise ValueError(f"model.widths={widths}: VGG-{depth} needs {convs} conv widths, each >= 1")
+    it = iter(widths)
+    return [v if v == "M" else next(it) for v in layers]
+
+
+def uniform_width(depth: int, width: float, target: float, num_classes: int = 100) -> float:
+    """The width multiplier whose VGG-`depth` has `target` times the FLOPs of VGG-`depth` at
+    `width` (uniform channel scaling; widths are rounded per layer, so the closest is taken)."""
+    def ratio(w):
+        layers = vgg_widths(depth, w)
+        return flops(layers, [v for v in layers if v != "M"], 3, num_classes) / dense
+
+    ref = vgg_widths(depth, width)
+    dense = flops(ref, [v for v in ref if v != "M"], 3, num_classes)
+    lo, hi = 1e-3, width
+    for _ in range(60):  # FLOPs grow with the multiplier: bisect, then pick the closest rounding
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ratio(mid) < target else (lo, mid)
+    return min((lo, hi), key=lambda w: abs(ratio(w) - target))
+
 
 def build(depth: int = 16, width: float = 1.0, num_classes: int = 100, gated: bool = True,
-          gate_init: float = 1.0, binarizer=None) -> VGG:
-    """VGG-`depth` at `width`: the `model/` config group's target."""
-    return VGG(vgg_widths(depth, width), num_classes, gated, gate_init, binarizer)
+          gate_init: float = 1.0, binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0,
+          bn_weight: bool = True, gate_position: str = "bn", widths=None) -> VGG:
+    """VGG-`depth` at `width` (or with explicit conv `widths`): the `model/` config group's target."""
+    layers = with_widths(depth, widths) if widths is not None else vgg_widths(depth, width)
+    return VGG(layers, num_classes, gated, gate_init, binarizer, gate_jitter=gate_jitter,
+               min_keep=min_keep, bn_weight=bn_weight, gate_position=gate_position)

@@ -1,0 +1,130 @@
+"""Prune to a FLOPs budget: a controller that sets the penalty strength during training.
+
+`FlopsBudget` reads, after every step, the FLOPs of the network that pruning would produce now
+(the hard gates as trained: APG's prox point, 0/1 for binary gates; a channel counts as removed
+when |gate| <= `threshold`, the same rule as `prune.threshold`), as a fraction of the dense
+network's, and compares it with a schedule that goes linearly from 1 at step `start * T` to
+`target` at step `(start + ramp) * T` (T: the run's steps) and then stays there.
+
+The penalty strength follows a proportional-integral law in log space:
+
+    e         = kept_fraction - schedule(t)          (> 0: too many FLOPs left)
+    I        += ki * e                               (clamped to [log(min_gamma), log(max_gamma)])
+    log gamma = I + kp * e
+
+so gamma grows while the network is above its schedule and shrinks (letting gates reopen) when
+pruning overshoots. It starts from the run's `gamma`. Everything stays on the device: no step
+reads a value back to the host.
+
+At step `freeze * T` the architecture is frozen: if the network is still above the target, the
+lowest-ranked open channels of the whole network are closed until it is not (float gates ranked
+by |gate|, binary gates by their latent value; every layer keeps max(1, its floor)); the closed
+channels are masked for good (`Gate.mask`), and the penalty is switched off, so the rest of the
+run trains a fixed, pruned network (`freeze=null`: the controller runs to the end). The run thus
+ends at the target or just below it, by construction. `state_dict`/`load_state_dict` keep resume
+exact (the masks are buffers of the model).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class FlopsBudget:
+    def __init__(self, target: float, start: float = 0.0, ramp: float = 0.5, freeze: float | None = 0.6,
+                 kp: float = 1.0, ki: float = 0.05, min_gamma: float = 1e-7, max_gamma: float = 10.0):
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"target_flops={target} must be in (0, 1] (a fraction of the dense FLOPs)")
+        if not (0.0 <= start < 1.0 and 0.0 < ramp and start + ramp <= 1.0):
+            raise ValueError(f"budget.start={start}, budget.ramp={ramp}: need 0 <= start, 0 < ramp "
+                             "and start + ramp <= 1 (fractions of the run)")
+        if freeze is not None and not start + ramp <= freeze <= 1.0:
+            raise ValueError(f"budget.freeze={freeze} must be null or in [start + ramp, 1] "
+                             f"= [{start + ramp:g}, 1]")
+        if not (kp >= 0 and ki > 0):
+            raise ValueError(f"budget.kp={kp} must be >= 0 and budget.ki={ki} > 0")
+        if not 0 < min_gamma < max_gamma:
+            raise ValueError(f"budget.min_gamma={min_gamma} and budget.max_gamma={max_gamma}: "
+                             "need 0 < min_gamma < max_gamma")
+        self.target, self.start, self.ramp, self.kp, self.ki = float(target), start, ramp, kp, ki
+        self.freeze = freeze
+        self.frozen = False
+        self.bounds = (math.log(min_gamma), math.log(max_gamma))
+        self.model = self.penalty = self.trained_weights = None
+        self.total_steps, self.threshold = 1, 0.0
+        self.integral = torch.zeros(())
+        self.error = torch.zeros(())
+        self.kept = torch.ones(())
+
+    def bind(self, model, penalty, trained_weights, total_steps: int, threshold: float = 0.0) -> "FlopsBudget":
+        """`trained_weights()` -> each gate's latent weight as trained now (APG: its prox point)."""
+        if not model.gates():
+            raise ValueError("target_flops needs a gated model (model.gated=true)")
+        if penalty.gamma0 <= 0:
+            raise ValueError("target_flops needs gamma > 0: the budget starts from it")
+        self.model, self.penalty, self.trained_weights = model, penalty, trained_weights
+        self.total_steps, self.threshold = max(1, int(total_steps)), float(threshold)
+        self.dense = float(model.flops())
+        device = penalty.gamma.device
+        self.integral = torch.tensor(math.log(penalty.gamma0), device=device)
+        self.error = torch.zeros((), device=device)
+        self.kept = torch.ones((), device=device)
+        return self
+
+    def schedule(self, step: int) -> float:
+        """The FLOPs fraction the network should have after `step` steps."""
+        t = (step / self.total_steps - self.start) / self.ramp
+        return 1.0 - (1.0 - self.target) * min(1.0, max(0.0, t))
+
+    def open_masks(self) -> list[torch.Tensor]:
+        """Per layer, the channels that pruning would keep now (|kept gate| > threshold)."""
+        return [g.hard(w).abs() > self.threshold for g, w in zip(self.model.gates(), self.trained_weights())]
+
+    def kept_fraction(self) -> torch.Tensor:
+        """FLOPs of the network that pruning would give now / dense FLOPs (a device tensor; a
+        layer with every gate zero counts one channel, as pruning keeps one)."""
+        counts = [m.sum().clamp_min(1) for m in self.open_masks()]
+        return self.model.flops(counts) / self.dense
+
+    @torch.no_grad()
+    def freeze_architecture(self) -> None:
+        """Close channels down to the target if needed, mask the closed ones, stop the penalty."""
+        from gated_pruning.prune import global_cut
+
+        gates = self.model.gates()
+        weights = self.trained_weights()
+        scores = [(w if g.binarizer.binary else g.hard(w).abs()).float().cpu() for g, w in zip(gates, weights)]
+        keep = global_cut(self.model, scores, self.target, keep=self.open_masks(),
+                          minimum=[max(1, g.min_keep) for g in gates])
+        for g, k in zip(gates, keep):
+            g.freeze(k)
+        self.penalty.gamma.zero_()
+        self.frozen = True
+        self.kept = self.kept_fraction()
+        self.error = self.kept - self.target
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """After optimizer step number `step` (1-based): set the penalty's gamma (or freeze)."""
+        if self.frozen:
+            return
+        if self.freeze is not None and step >= self.freeze * self.total_steps:
+            self.freeze_architecture()
+            return
+        self.kept = self.kept_fraction()
+        self.error = self.kept - self.schedule(step)
+        self.integral = (self.integral + self.ki * self.error).clamp(*self.bounds)
+        self.penalty.gamma.copy_(torch.exp((self.integral + self.kp * self.error).clamp(*self.bounds)))
+
+    def state_dict(self) -> dict:
+        return {"integral": self.integral, "error": self.error, "kept": self.kept,
+                "gamma": self.penalty.gamma, "frozen": self.frozen}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.penalty.gamma.device
+        self.integral = state["integral"].to(device)
+        self.error = state["error"].to(device)
+        self.kept = state["kept"].to(device)
+        self.penalty.gamma.copy_(state["gamma"])
+        self.frozen = bool(state["frozen"])

@@ -1,0 +1,179 @@
+"""Baselines at matched FLOPs: uniform channel scaling, the pruned architecture from scratch
+(Scratch-E/B), cuts to a FLOPs target (Network Slimming's global gate ranking, L1-norm filters per
+layer), the prune command's --target-flops, and the evidence report with its README section."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gated_pruning import evidence, experiment
+from gated_pruning.models.vgg import VGG, build, uniform_width, vgg_widths
+from gated_pruning.prune import compact, global_cut, target_masks
+
+from conftest import ROOT, make_cfg
+
+README = os.path.join(ROOT, "README.md")
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_uniform_width_matches_the_flops_target(target):
+    w = uniform_width(16, 0.25, target)
+    ratio = build(16, w, 100).flops() / build(16, 0.25, 100).flops()
+    assert abs(ratio - target) < 0.01
+    assert build(16, w, 100).widths()[0] < 16  # every layer thinner, by the same multiplier
+
+
+def test_global_cut_removes_the_lowest_gates_anywhere_until_the_target():
+    model = VGG([4, "M", 4], num_classes=2)
+    # FLOPs(k0, k1) = 2*9*3*k0*32*32 + 2*9*k0*k1*16*16 + 2*k1*2 = 55296 k0 + 4608 k0 k1 + 4 k1
+    scores = [torch.tensor([0.9, 0.1, 0.5, 0.8]), torch.tensor([0.05, 0.7, 0.6, 0.95])]
+    assert model.flops() == 294928
+    keep = global_cut(model, scores, 0.6)
+    # ascending: conv1[0] -> (4, 3) 276492 = 0.94; conv0[1] -> (3, 3) 207372 = 0.70;
+    # conv0[2] -> (2, 3) 138252 = 0.47 <= 0.6: stop
+    assert keep[0].tolist() == [True, False, False, True]
+    assert keep[1].tolist() == [False, True, True, True]
+    assert global_cut(model, scores, 0.01)[0].sum() == 1  # every layer keeps one channel
+
+
+def test_l1norm_keeps_the_same_fraction_of_every_layer_by_filter_norm():
+    torch.manual_seed(0)
+    model = build(11, 0.25, 10, gated=False)
+    masks = target_masks(model, 0.5, "l1norm")
+    fractions = [m.float().mean().item() for m in masks]
+    assert max(fractions) - min(fractions) < 0.15  # one ratio, up to rounding per layer
+    for m, (_, block) in zip(masks, model.conv_blocks()):
+        norms = block.conv.weight.abs().sum(dim=(1, 2, 3))
+        assert norms[m].min() >= norms[~m].max() if (~m).any() else True
+    small, _ = compact(model, masks=masks)
+    assert small.flops() <= 0.5 * model.flops() < small.flops() * 1.2
+
+
+def test_a_gate_cut_needs_gates():
+    with pytest.raises(ValueError, match="criterion"):
+        target_masks(build(11, 0.125, 10, gated=False), 0.5, "gate")
+
+
+def test_scratch_runs_train_the_kept_widths_and_scratch_b_scales_the_epochs(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    widths = [4, 8, 16, 16, 32, 32, 32, 32]
+    ref = {"widths": [8, 16, 32, 32, 64, 64, 64, 64], "flops": build(11, 0.125, 10, gated=False).flops(),
+           "params": 1}
+    (src / "results.json").write_text(json.dumps({"prune": {"compact": {"widths": widths}},
+                                                  "cost": {"reference": ref}, "target_flops": 0.3}))
+    for method, epochs in (("scratch_e", 1), ("scratch_b", int(1 * ref["flops"] /
+                                                              build(11, widths=widths, num_classes=10).flops()))):
+        cfg = make_cfg("experiment=smoke", f"method={method}", f"arch.run={src}", "trainer.epochs=1")
+        res = experiment.run(cfg, str(tmp_path / method))
+        assert res["cost"]["final"]["widths"] == widths and res["config"]["trainer"]["epochs"] == epochs
+        assert res["target_flops"] == 0.3 and res["cost"]["reference"]["flops"] == ref["flops"]
+    assert epochs > 1
+
+
+def test_scratch_needs_a_finished_run(tmp_path):
+    cfg = make_cfg("experiment=smoke", "method=scratch_e", f"arch.run={tmp_path}")
+    with pytest.raises(Exception, match="arch.run="):
+        experiment.run(cfg, str(tmp_path / "x"))
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dense")
+    res = experiment.run(make_cfg("experiment=smoke", "method=dense", "trainer.epochs=1"), str(d))
+    return d, res
+
+
+@pytest.fixture(scope="module")
+def cut_run(dense_run):
+    """The dense run cut to 40% of its FLOPs by filter L1 norm and fine-tuned, by the prune command."""
+    d, _ = dense_run
+    r = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(d), "--target-flops", "0.4",
+                        "--finetune-epochs", "1", "--method", "l1norm"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return d / "prune-flops0.4-l1norm-ft1"
+
+
+def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dense_run, cut_run):
+    d, res = dense_run
+    out = cut_run
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["method"] == "l1norm" and rec["target_flops"] == 0.4
+    assert rec["prune"]["criterion"] == "l1norm" and rec["prune"]["finetune"]["epochs"] == 1
+    assert 0.3 <= rec["cost"]["flops_kept"] <= 0.4
+    assert rec["prune"]["test"]["dense"]["top1"] == pytest.approx(res["metrics"]["test"]["top1"])
+    # a second identical command refuses instead of overwriting
+    again = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(d), "--target-flops", "0.4",
+                            "--finetune-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and "exists already" in again.stderr
+
+
+def fake(method, seed, top1, target=0.5, flops=0.5, tuned=None):
+    res = {"config": {"seed": seed, "model": {"gated": method != "dense"}, "target_flops": target,
+                      "binarizer": {"_target_": "gated_pruning.gates.NoBinarizer"}},
+           "choices": {"method": method}, "target_flops": target,
+           "metrics": {"test": {"top1": top1}},
+           "prune": {"test": {"compact": {"top1": top1}}, "kept": {"flops": flops, "params": flops}},
+           "cost": {"flops_kept": flops, "params_kept": flops}}
+    if tuned is not None:
+        res["prune"]["finetune"] = {"test": {"top1": tuned}}
+    return res
+
+
+def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path):
+    runs = [fake("dense", s, t, None, 1.0) for s, t in ((0, 0.30), (1, 0.32))]
+    runs += [fake("uniform", s, t) for s, t in ((0, 0.28), (1, 0.29), (2, 0.27))]
+    runs += [fake("l1norm", 0, 0.10, tuned=0.25)]
+    for i, r in enumerate(runs):
+        (tmp_path / "runs" / str(i)).mkdir(parents=True)
+        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:t -->\nold\n<!-- /results:t -->\nend\n")
+    table = evidence.write("t", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
+    rows = [ln.split("|")[1:-1] for ln in table.splitlines()[2:]]
+    by = {r[0].strip(): [c.strip() for c in r] for r in rows}
+    assert by["dense"][9] == "31.00 ± 1.41" and by["dense"][10] == "2 (0, 1)"
+    assert by["uniform"][9] == "28.00 ± 1.00" and by["uniform"][4] == "50.00"
+    assert by["l1norm"][7] == "10.00" and by["l1norm"][8] == "25.00" and by["l1norm"][9] == "25.00"
+    text = readme.read_text()
+    assert evidence.readme_section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
+    assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_readme_results_are_the_committed_reports():
+    """Every results section of the README equals the table its report command committed."""
+    text = open(README).read()
+    names = evidence.section_names(text)
+    assert names, "the README has no generated results section"
+    for name in names:
+        committed = open(os.path.join(ROOT, "docs", "results", name, "results.md")).read()
+        section = evidence.readme_section(text, name)
+        assert section is not None and section in committed, name
+
+
+@pytest.mark.parametrize("method", sorted(m[:-5] for m in os.listdir(os.path.join(ROOT, "conf", "method"))))
+def test_every_method_preset_runs_end_to_end(method, cut_run, tmp_path):
+    """Every registered method trains, prunes and records its cost on the synthetic set."""
+    extra = [f"arch.run={cut_run}"] if method.startswith("scratch") else ["target_flops=0.5"]
+    cfg = make_cfg("experiment=smoke", f"method={method}", "trainer.epochs=1", "dataset.train_size=128",
+                   "prune.finetune_epochs=0", *extra)
+    res = experiment.run(cfg, str(tmp_path))
+    assert 0 < res["cost"]["flops_kept"] <= 1.0 and res["metrics"]["test"]["top1"] >= 0
+    if method.startswith("scratch"):  # the cut run's widths, against the dense reference
+        assert res["cost"]["final"]["widths"] == json.loads((cut_run / "results.json").read_text())[
+            "prune"]["compact"]["widths"]
+    elif method == "uniform":  # the closest width multiplier
+        assert abs(res["cost"]["flops_kept"] - 0.5) <= 0.03
+    elif method != "dense":  # budgets and cuts end at the target or just under it
+        assert 0.5 - 0.03 <= res["cost"]["flops_kept"] <= 0.5 + 1e-9
+
+
+def test_sss_paper_is_the_authors_optimizer():
+    cfg = make_cfg("method=sss_paper")
+    assert cfg.optimizer.gates.clamp == "lookahead" and cfg.optimizer.gates.forward == "lookahead"
+    assert cfg.optimizer.weights.nesterov is True and cfg.penalty._target_.endswith(".L1")
+    assert cfg.model.gate_position == "bn" and cfg.binarizer._target_.endswith("NoBinarizer")

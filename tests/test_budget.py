@@ -1,0 +1,121 @@
+"""The FLOPs budget controller: its schedule by hand, reaching targets on a model whose gates have
+known importances, exact state round trip, and a real (synthetic-data) run through run.py."""
+import json
+import os
+
+import pytest
+import torch
+
+from gated_pruning.budget import FlopsBudget
+from gated_pruning.models.vgg import VGG
+from gated_pruning.optim import APG
+from gated_pruning.penalty import L1
+
+from conftest import run_py
+
+
+def test_schedule_goes_linearly_from_one_to_the_target_then_holds():
+    b = FlopsBudget(0.4, start=0.1, ramp=0.5)
+    b.total_steps = 100
+    assert [b.schedule(s) for s in (0, 10, 35, 60, 100)] == pytest.approx([1.0, 1.0, 0.7, 0.4, 0.4])
+
+
+def toy(target, steps=3000, seed=0):
+    """Gates of a 3-layer VGG under the data loss sum_i a_i (1 - g_i)^2 (channel i's importance
+    a_i, log-uniform), L1 by APG: at a fixed gamma a gate settles at 1 - gamma / (2 a_i) or 0,
+    so the FLOPs kept fall as gamma grows. Returns (budget, model)."""
+    model = VGG([8, "M", 16, "M", 16], num_classes=10)
+    g = torch.Generator().manual_seed(seed)
+    imp = [torch.exp(torch.empty(w.numel()).uniform_(-5, 1, generator=g)) for w in
+           (x.weight for x in model.gates())]
+    penalty = L1(1e-3).bind(model)
+    opt = APG([x.weight for x in model.gates()], lr=0.1, momentum=0.9)
+    budget = FlopsBudget(target, ramp=0.5, freeze=None).bind(
+        model, penalty, lambda: [opt.state[x.weight]["prox"] if opt.state else x.weight.detach()
+                                 for x in model.gates()], steps)
+    for step in range(1, steps + 1):
+        loss = sum((a * (1 - x.weight) ** 2).sum() for a, x in zip(imp, model.gates()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step(l1=penalty.l1())
+        budget.update(step)
+    return budget, model
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_controller_ends_within_three_points_of_the_target(target):
+    budget, _ = toy(target)
+    assert abs(budget.kept.item() - target) <= 0.03, budget.kept
+    assert budget.penalty.gamma.item() > 1e-3  # it had to raise gamma to get there
+
+
+def test_state_dict_round_trip_continues_identically():
+    a, _ = toy(0.5, steps=200)
+    b = FlopsBudget(0.5, ramp=0.5).bind(VGG([8, "M", 16, "M", 16], num_classes=10),
+                                       L1(1e-3).bind(VGG([8, "M", 16, "M", 16], num_classes=10)),
+                                       lambda: [], 200)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.integral, a.integral) and torch.equal(b.penalty.gamma, a.penalty.gamma)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(target=0.0), "target_flops"), (dict(target=1.5), "target_flops"),
+    (dict(target=0.5, start=0.6, ramp=0.5), "start"), (dict(target=0.5, ki=0.0), "ki"),
+])
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FlopsBudget(**kwargs)
+
+
+def test_a_budget_run_on_the_synthetic_set_ends_at_its_target(tmp_path):
+    r = run_py("experiment=smoke", "target_flops=0.5", "model.gate_position=relu", "dataset.train_size=1024",
+               "trainer.epochs=6", "binarizer=threshold", "model.gate_init=0.6", "model.gate_jitter=0.02",
+               "gamma=1e-3", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    res = json.load(open(os.path.join(tmp_path, "results.json")))
+    hist = res["gates"]["history"]
+    assert all("gamma" in h and "flops_kept" in h and "flops_target" in h for h in hist)
+    assert len({round(h["gamma"], 12) for h in hist}) > 3  # the controller moved gamma
+    assert hist[-1]["frozen"] and hist[-1]["gamma"] == 0.0  # frozen at 60%: penalty off
+    kept = res["prune"]["kept"]["flops"]
+    assert 0.5 - 0.03 <= kept <= 0.5, res["prune"]["kept"]
+    assert kept == pytest.approx(hist[-1]["flops_kept"], abs=1e-6)
+    assert res["cost"]["flops_kept"] == pytest.approx(kept)
+
+
+def test_freeze_cuts_to_the_target_and_keeps_closed_channels_closed():
+    model = VGG([32, "M", 64, "M", 64], num_classes=10)  # one channel is at most ~2% of the FLOPs
+    penalty = L1(1e-6).bind(model)  # far too weak to prune by itself: the freeze must cut
+    opt = APG([x.weight for x in model.gates()], lr=0.1, momentum=0.9)
+    weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
+    budget = FlopsBudget(0.4, ramp=0.5, freeze=0.6).bind(model, penalty, weights, 100)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for x in model.gates():
+            x.weight.copy_(torch.rand(x.weight.shape, generator=g))
+    for step in range(1, 101):
+        loss = sum(((1 - x.value()) ** 2).sum() for x in model.gates())
+        opt.zero_grad()
+        loss.backward()
+        opt.step(l1=penalty.l1())
+        budget.update(step)
+        if step == 59:
+            assert not budget.frozen
+    assert budget.frozen and penalty.gamma.item() == 0.0
+    kept = budget.kept.item()
+    assert 0.4 - 0.03 <= kept <= 0.4
+    # the closed channels are exactly zero, although the loss pulls every gate towards 1
+    for x in model.gates():
+        assert (x.hard()[~x.mask] == 0).all() and x.mask.any() and bool(x.frozen)
+    assert model.flops([int(x.mask.sum()) for x in model.gates()]) / model.flops() == pytest.approx(kept)
+
+
+def test_frozen_binary_gates_stay_open_or_closed_whatever_their_latent_value():
+    from gated_pruning.gates import Gate, ThresholdBinarizer
+
+    gate = Gate(4, init=0.6, binarizer=ThresholdBinarizer(0.5))
+    gate.freeze(torch.tensor([True, True, False, True]))
+    with torch.no_grad():
+        gate.weight.copy_(torch.tensor([0.1, 0.9, 0.9, -3.0]))  # latent values that would flip them
+    assert gate.value().tolist() == gate.hard().tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert gate.state_dict()["frozen"].item() and gate.state_dict()["mask"].tolist() == [True, True, False, True]
