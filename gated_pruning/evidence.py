@@ -208,7 +208,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results"), readme: str | None = None) -> str:
+def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results"), readme: str | None = None,
+          label: str = "method") -> str:
+    """`label`: what names a row, the run's `method` or its folder (`dir`: exploratory variants)."""
     if readme is not None:  # refuse before writing anything
         try:
             text = open(readme).read()
@@ -218,13 +220,17 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
             raise ReportError(f"{readme} has no section <!-- results:{name} --> ... <!-- /results:{name} --> "
                               "(each marker alone on its line)")
     runs = load(dirs)
+    if label == "dir":
+        for r in runs:
+            r["method"] = os.path.basename(os.path.dirname(r["path"]))
     rows = groups(runs)
     folder = os.path.join(out, name)
     os.makedirs(folder, exist_ok=True)
     table = markdown_table(rows)
     windows = gamma_windows(runs)
     with open(os.path.join(folder, "results.md"), "w") as f:
-        f.write(f"# {name}\n\nWritten by `python -m gated_pruning.evidence {name} {' '.join(dirs)}` from "
+        f.write(f"# {name}\n\nWritten by `python -m gated_pruning.evidence {name} {' '.join(dirs)}"
+                f"{' --label dir' if label == 'dir' else ''}` from "
                 f"{len(runs)} run records. Top-1 on the test set, mean ± sample std over seeds; "
                 "FLOPs and params kept against the dense network; \"final\" is the network the method "
                 "delivers (fine-tuned if it fine-tunes, else as cut).\n\n" + table + "\n\n"
@@ -276,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dirs", nargs="+", help="folders with results.json files below them")
     p.add_argument("--out", default=os.path.join("docs", "results"))
     p.add_argument("--readme", help="also replace this README's <!-- results:NAME --> section")
+    p.add_argument("--label", choices=("method", "dir"), default="method",
+                   help="name rows by the run's method (default) or by its folder (one row per variant)")
     a = p.parse_args(argv)
     try:
-        table = write(a.name, a.dirs, a.out, a.readme)
+        table = write(a.name, a.dirs, a.out, a.readme, a.label)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,5 +61,7 @@ for g in 3e-4 1e-3 3e-3 1e-2 3e-2; do
   run $G/binary_g$g method=binary gamma=$g
 done
 
-python -m gated_pruning.evidence cpu_study "$S" --readme README.md
-python -m gated_pruning.evidence gamma_window "$G" --readme README.md
+bash sweeps/collect.sh "$S" docs/runs/cpu_study
+bash sweeps/collect.sh "$G" docs/runs/gamma_window
+python -m gated_pruning.evidence cpu_study docs/runs/cpu_study --readme README.md
+python -m gated_pruning.evidence gamma_window docs/runs/gamma_window --readme README.md

@@ -142,6 +142,14 @@ def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path)
     text = readme.read_text()
     assert evidence.readme_section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
     assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+    # one row per run folder: exploratory variants that share a method
+    table = evidence.write("v", [str(tmp_path / "runs")], str(tmp_path / "out"), label="dir")
+    rows = {ln.split("|")[1].strip(): ln.split("|")[10].strip() for ln in table.splitlines()[2:]}
+    assert rows == {"0": "30.00", "1": "32.00", "2": "28.00", "3": "29.00", "4": "27.00", "5": "25.00"}
+    # a README without the section is refused before anything is written
+    with pytest.raises(evidence.ReportError, match="no section"):
+        evidence.write("w", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
+    assert not (tmp_path / "out" / "w").exists()
 
 
 def test_readme_results_are_the_committed_reports():
