@@ -350,6 +350,11 @@ class Trainer:
         def handler(signum, frame):
             if self._stop_signal is not None and signum == signal.SIGINT:
                 raise Interrupted("SIGINT")
+            if self._stop_signal is None and distributed.is_main():
+                name = signal.Signals(signum).name
+                print(f"warning: {name}: finishing this step, then saving a checkpoint"
+                      + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""),
+                      file=sys.stderr, flush=True)
             self._stop_signal = signum
 
         try:

@@ -352,7 +352,7 @@ def odd_files(tmp_path_factory, finished_run):
 def prune_cases(run, odd):
     return [
         ([], "the following arguments are required: run_dir"),
-        ([run], "the following arguments are required: --threshold"),
+        ([run, "--target-flops"], "argument --target-flops: expected one argument"),
         ([run, "--threshold", "abc"], "--threshold 'abc' is not a number"),
         ([run, "--threshold", "-1"], "--threshold -1 must be >= 0"),
         ([run, "--threshold", "nan"], "--threshold nan must be a finite number"),

@@ -141,14 +141,18 @@ def test_ctrl_c_finishes_the_step_and_saves_and_a_signal_while_pruning_keeps_a_r
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
-    # two steps of 4096 images per epoch: the first checkpoint comes after step 1, in the middle
-    # of the epoch, and step 2 lasts far longer than the 50 ms between the two Ctrl-C
+    # two steps of 8192 images per epoch: the first checkpoint comes after step 1, in the middle of
+    # the epoch; the second Ctrl-C is sent once the run has said it got the first (two signals sent
+    # together could arrive as one), while step 2 still runs
     run = tmp_path / "run"
-    proc = start(["experiment=smoke", "dataset.train_size=8192", "dataset.batch_size=4096",
-                  "trainer.checkpoint_every_steps=1"], run)
+    proc = start(["experiment=smoke", "dataset.train_size=16384", "dataset.batch_size=8192",
+                  "trainer.checkpoint_every_steps=1", "trainer.progress=false"], run)
     wait_for(run / "checkpoint.pt", proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    first = proc.stderr.readline()
+    while first and not first.startswith("warning: SIGINT"):
+        first = proc.stderr.readline()
+    assert "Ctrl-C again stops at once" in first
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=3000)
     line = one_error_line(err)
