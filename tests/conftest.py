@@ -5,6 +5,10 @@ import struct
 import subprocess
 import sys
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n: each worker (and its subprocesses)
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))  # takes its share of the cores
+
 import numpy as np
 import pytest
 import torchvision
