@@ -70,6 +70,8 @@ def record(res: dict, path: str) -> dict:
         "dead_layers": prune.get("dead_layers") or [],
         "nonzero_mean": _get(res, "gates", "final", "nonzero_mean"),
         "kept_widths": _get(prune, "compact", "widths"),
+        "dense_widths": _get(cost, "reference", "widths"),
+        "derived": res.get("derived_from") is not None,
     }
 
 
@@ -150,6 +152,24 @@ def gamma_windows(runs: list[dict]) -> str:
             summary.append(f"- {method}, {gates}: no gamma tried keeps 20-90% of the FLOPs with no dead "
                            f"layer (tried: {tried})")
     return "\n".join(lines) + "\n\n" + "\n".join(summary)
+
+
+def structures(runs: list[dict]) -> str:
+    """Per gated training run: the widths it kept per layer (against the dense widths), its dead
+    layers and the smallest per-layer mean of its kept non-zero gates. Empty without such runs."""
+    rs = [r for r in runs if r["gates"] != "-" and r["kept_widths"] and not r["derived"]]
+    if not rs:
+        return ""
+    lines = ["| run | method | gates | target | seed | kept widths per layer (of the dense widths) | "
+             "dead layers | smallest non-zero gate mean |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rs, key=lambda r: (r["method"], r["gates"], r["target"] or 0, r["seed"] or 0)):
+        dense = r["dense_widths"] or [None] * len(r["kept_widths"])
+        widths = " ".join(str(k) if d is None else f"{k}/{d}" for k, d in zip(r["kept_widths"], dense))
+        means = [m for m in (r["nonzero_mean"] or []) if m]
+        lines.append(f"| {os.path.basename(os.path.dirname(r['path']))} | {r['method']} | {r['gates']} | "
+                     f"{'-' if r['target'] is None else format(r['target'], 'g')} | {r['seed']} | {widths} | "
+                     f"{len(r['dead_layers'])} | {f'{min(means):.2f}' if means else '-'} |")
+    return "\n".join(lines)
 
 
 def _pct(mean, std=None) -> str:
@@ -240,6 +260,13 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
                     "the window when it keeps 20% to 90% of the FLOPs with no dead layer. The last "
                     "column but one is the smallest per-layer mean of the kept non-zero gates at the end "
                     "(float gates: a uniform shrink drives it towards 0).\n\n" + windows + "\n")
+        kept = structures(runs)
+        if kept:
+            f.write("\n## What the gates kept\n\nPer gated run: the channels kept in each conv layer "
+                    "(channel selection within layers shows as widths that differ from layer to layer, "
+                    "not all-or-nothing), layers left with no channel, and the smallest per-layer mean "
+                    "of the kept non-zero gates (a uniform shrink of float gates drives it towards 0; "
+                    "binary gates are 1).\n\n" + kept + "\n")
     with open(os.path.join(folder, "runs.json"), "w") as f:
         json.dump(runs, f, indent=1)
     plot(rows, os.path.join(folder, "accuracy_vs_flops.png"), f"{name}: final top-1 vs FLOPs kept")

@@ -128,6 +128,11 @@ def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path)
     runs = [fake("dense", s, t, None, 1.0) for s, t in ((0, 0.30), (1, 0.32))]
     runs += [fake("uniform", s, t) for s, t in ((0, 0.28), (1, 0.29), (2, 0.27))]
     runs += [fake("l1norm", 0, 0.10, tuned=0.25)]
+    sss = fake("sss", 0, 0.27)  # a gated training run: what its gates kept is listed
+    sss["prune"]["compact"] = {"widths": [4, 30]}
+    sss["cost"]["reference"] = {"widths": [16, 32]}
+    sss["gates"] = {"final": {"nonzero_mean": [0.5, 0.31]}}
+    runs += [sss]
     for i, r in enumerate(runs):
         (tmp_path / "runs" / str(i)).mkdir(parents=True)
         (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
@@ -142,10 +147,11 @@ def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path)
     text = readme.read_text()
     assert evidence.readme_section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
     assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 6 | sss | float | 0.5 | 0 | 4/16 30/32 | 0 | 0.31 |" in (tmp_path / "out" / "t" / "results.md").read_text()
     # one row per run folder: exploratory variants that share a method
     table = evidence.write("v", [str(tmp_path / "runs")], str(tmp_path / "out"), label="dir")
     rows = {ln.split("|")[1].strip(): ln.split("|")[10].strip() for ln in table.splitlines()[2:]}
-    assert rows == {"0": "30.00", "1": "32.00", "2": "28.00", "3": "29.00", "4": "27.00", "5": "25.00"}
+    assert rows == {"0": "30.00", "1": "32.00", "2": "28.00", "3": "29.00", "4": "27.00", "5": "25.00", "6": "27.00"}
     # a README without the section is refused before anything is written
     with pytest.raises(evidence.ReportError, match="no section"):
         evidence.write("w", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
