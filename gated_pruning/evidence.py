@@ -248,18 +248,19 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
     os.makedirs(folder, exist_ok=True)
     table = markdown_table(rows)
     windows = gamma_windows(runs)
+    body = table  # what the README section holds: the table and, for fixed-gamma runs, the windows
+    if windows:
+        body += ("\n\nFixed-gamma runs (no FLOPs budget): a gamma is in the window when it keeps 20% to "
+                 "90% of the FLOPs with no dead layer. \"smallest non-zero gate mean\" is the smallest "
+                 "per-layer mean of the kept non-zero gates at the end (float gates: a uniform shrink "
+                 "drives it towards 0).\n\n" + windows)
     with open(os.path.join(folder, "results.md"), "w") as f:
         f.write(f"# {name}\n\nWritten by `python -m gated_pruning.evidence {name} {' '.join(dirs)}"
                 f"{' --label dir' if label == 'dir' else ''}` from "
                 f"{len(runs)} run records. Top-1 on the test set, mean ± sample std over seeds; "
                 "FLOPs and params kept against the dense network; \"final\" is the network the method "
-                "delivers (fine-tuned if it fine-tunes, else as cut).\n\n" + table + "\n\n"
+                "delivers (fine-tuned if it fine-tunes, else as cut).\n\n" + body + "\n\n"
                 "![accuracy vs FLOPs](accuracy_vs_flops.png)\n")
-        if windows:
-            f.write("\n## Fixed-gamma runs: the gamma window\n\nRuns without a FLOPs budget. A gamma is in "
-                    "the window when it keeps 20% to 90% of the FLOPs with no dead layer. The last "
-                    "column but one is the smallest per-layer mean of the kept non-zero gates at the end "
-                    "(float gates: a uniform shrink drives it towards 0).\n\n" + windows + "\n")
         kept = structures(runs)
         if kept:
             f.write("\n## What the gates kept\n\nPer gated run: the channels kept in each conv layer "
@@ -271,8 +272,8 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
         json.dump(runs, f, indent=1)
     plot(rows, os.path.join(folder, "accuracy_vs_flops.png"), f"{name}: final top-1 vs FLOPs kept")
     if readme:
-        replace_section(readme, name, table)
-    return table
+        replace_section(readme, name, body)
+    return body
 
 
 def _section_match(text: str, name: str):

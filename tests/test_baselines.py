@@ -191,3 +191,24 @@ def test_sss_paper_is_the_authors_optimizer():
     assert cfg.optimizer.gates.clamp == "lookahead" and cfg.optimizer.gates.forward == "lookahead"
     assert cfg.optimizer.weights.nesterov is True and cfg.penalty._target_.endswith(".L1")
     assert cfg.model.gate_position == "bn" and cfg.binarizer._target_.endswith("NoBinarizer")
+
+
+def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_dead_layer(tmp_path):
+    """Fixed-gamma runs: the window by hand, a dead layer or too few FLOPs put a gamma outside."""
+    cases = [(1e-4, 0.95, []), (3e-4, 0.80, []), (1e-3, 0.50, []), (3e-3, 0.25, []), (1e-2, 0.40, ["conv3"]),
+             (3e-2, 0.10, [])]
+    for i, (gamma, flops, dead) in enumerate(cases):
+        r = fake("sss", 0, 0.2, target=None, flops=flops)
+        r["config"]["gamma"] = gamma
+        r["prune"]["dead_layers"] = dead
+        (tmp_path / "runs" / str(i)).mkdir(parents=True)
+        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:g -->\n<!-- /results:g -->\n")
+    body = evidence.write("g", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
+    # in the window: 3e-4, 1e-3, 3e-3 (1e-4 keeps 95%, 1e-2 has a dead layer, 3e-2 keeps 10%)
+    assert "- sss, float: gammas 0.0003 to 0.003 keep 20-90% of the FLOPs with no dead layer, " \
+        "a window of 1.00 decades" in body
+    assert "| sss | float | 0.01 | 40.0 | 1 | 20.00 | - | no |" in body
+    assert evidence.readme_section(readme.read_text(), "g") == body
+    assert body in (tmp_path / "out" / "g" / "results.md").read_text()
