@@ -100,13 +100,14 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def groups(runs: list[dict]) -> list[dict]:
-    """One row per (method, gates, target, epochs): means and spreads over its seeds."""
+    """One row per (method, gates, target, epochs, and gamma for fixed-gamma runs): means and
+    spreads over its seeds."""
     by = {}
     for r in runs:
-        by.setdefault((r["method"], r["gates"], r["target"], str(r["epochs"])), []).append(r)
+        by.setdefault((r["method"], r["gates"], r["target"], str(r["epochs"]), r["gamma"]), []).append(r)
     rows = []
-    for (method, gates, target, epochs), rs in by.items():
-        row = {"method": method, "gates": gates, "target": target, "epochs": epochs, "n": len(rs),
+    for (method, gates, target, epochs, gamma), rs in by.items():
+        row = {"method": method if gamma is None else f"{method} (gamma {gamma:g})", "gates": gates, "target": target, "epochs": epochs, "n": len(rs),
                "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None)}
         for key in ("flops_kept", "params_kept", "trained", "cut", "finetuned", "final"):
             row[key], row[key + "_std"] = mean_std([r[key] for r in rs])

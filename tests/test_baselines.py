@@ -210,5 +210,6 @@ def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_d
     assert "- sss, float: gammas 0.0003 to 0.003 keep 20-90% of the FLOPs with no dead layer, " \
         "a window of 1.00 decades" in body
     assert "| sss | float | 0.01 | 40.0 | 1 | 20.00 | - | no |" in body
+    assert body.count("| sss (gamma ") == 6  # one row per gamma in the main table: no gamma is a seed
     assert evidence.readme_section(readme.read_text(), "g") == body
     assert body in (tmp_path / "out" / "g" / "results.md").read_text()
