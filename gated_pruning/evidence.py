@@ -145,7 +145,10 @@ def gamma_windows(runs: list[dict]) -> str:
             lines.append(f"| {method} | {gates} | {r['gamma']:g} | {100 * r['flops_kept']:.1f} | "
                          f"{len(r['dead_layers'])} | {_pct(r['final'])} | {smallest} | {'yes' if ok else 'no'} |")
         tried = ", ".join(format(r["gamma"], "g") for r in rs)
-        if inside:
+        if len(inside) == 1:
+            summary.append(f"- {method}, {gates}: of the gammas tried, only {inside[0]:g} keeps 20-90% of the "
+                           f"FLOPs with no dead layer: the window's width is not measured (tried: {tried})")
+        elif inside:
             lo, hi = min(inside), max(inside)
             summary.append(f"- {method}, {gates}: gammas {lo:g} to {hi:g} keep 20-90% of the FLOPs with no "
                            f"dead layer, a window of {math.log10(hi / lo):.2f} decades (tried: {tried})")
