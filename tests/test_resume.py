@@ -143,11 +143,15 @@ def test_ctrl_c_finishes_the_step_and_saves_and_a_signal_while_pruning_keeps_a_r
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     # two steps of 8192 images per epoch: the first checkpoint comes after step 1, in the middle of
     # the epoch; the second Ctrl-C is sent once the run has said it got the first (two signals sent
-    # together could arrive as one), while step 2 still runs
+    # together could arrive as one), while step 2 still runs. A step takes seconds here (7.5 s on
+    # 2 cores); the first Ctrl-C waits 0.5 s after the checkpoint appears so that it lands inside
+    # step 2, not in the few microseconds between the checkpoint's rename and the stop check after
+    # it (there the run rightly stops at once, and the second signal finds it gone: CI saw that)
     run = tmp_path / "run"
     proc = start(["experiment=smoke", "dataset.train_size=16384", "dataset.batch_size=8192",
                   "trainer.checkpoint_every_steps=1", "trainer.progress=false"], run)
     wait_for(run / "checkpoint.pt", proc)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     first = proc.stderr.readline()
     while first and not first.startswith("warning: SIGINT"):
