@@ -18,7 +18,7 @@ import shlex
 import signal
 import sys
 
-from gated_pruning.errors import Interrupted, UserError
+from gated_pruning.errors import Interrupted, UserError, stop_signals_handled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF_DIR = os.path.join(ROOT, "conf")
@@ -545,16 +545,8 @@ def stop_signals_raise():
     def handler(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
+    with stop_signals_handled(handler):
         yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _ignore_stop_signals() -> None:

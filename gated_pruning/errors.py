@@ -1,5 +1,8 @@
 """Errors a user can fix. `run.py` prints their one-line message and exits non-zero."""
 
+import contextlib
+import signal
+
 
 class UserError(Exception):
     """Bad input: the message names what is wrong and what is allowed."""
@@ -27,3 +30,20 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signame: str = "SIGINT"):
         super().__init__(signame)
         self.signame = signame
+
+
+@contextlib.contextmanager
+def stop_signals_handled(handler):
+    """SIGINT and SIGTERM go to `handler(signum, frame)` inside the block; the previous handlers
+    come back after it. Outside the main thread, where Python cannot install handlers, the
+    signals are left alone."""
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

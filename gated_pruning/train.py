@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from gated_pruning import checkpoint, distributed, stats
-from gated_pruning.errors import CheckpointError, ConfigError, Diverged, Interrupted
+from gated_pruning.errors import (CheckpointError, ConfigError, Diverged, Interrupted,
+                                  stop_signals_handled)
 
 
 class Preempted(RuntimeError):
@@ -357,16 +358,8 @@ class Trainer:
                       file=sys.stderr, flush=True)
             self._stop_signal = signum
 
-        try:
-            previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        except ValueError:  # not the main thread: leave signals alone
+        with stop_signals_handled(handler):
             yield
-            return
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 @torch.no_grad()
