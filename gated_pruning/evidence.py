@@ -148,6 +148,10 @@ def gamma_windows(runs: list[dict]) -> str:
         if len(inside) == 1:
             summary.append(f"- {method}, {gates}: of the gammas tried, only {inside[0]:g} keeps 20-90% of the "
                            f"FLOPs with no dead layer: the window's width is not measured (tried: {tried})")
+        elif any(min(inside) < r["gamma"] < max(inside) and r["gamma"] not in inside for r in rs):
+            summary.append(f"- {method}, {gates}: the gammas that keep 20-90% of the FLOPs with no dead layer "
+                           f"({', '.join(format(g, 'g') for g in inside)}) are not one interval: a gamma "
+                           f"between them does not; no window (tried: {tried})")
         elif inside:
             lo, hi = min(inside), max(inside)
             summary.append(f"- {method}, {gates}: gammas {lo:g} to {hi:g} keep 20-90% of the FLOPs with no "

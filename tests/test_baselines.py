@@ -213,3 +213,11 @@ def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_d
     assert body.count("| sss (gamma ") == 6  # one row per gamma in the main table: no gamma is a seed
     assert evidence.readme_section(readme.read_text(), "g") == body
     assert body in (tmp_path / "out" / "g" / "results.md").read_text()
+    # a gamma outside between two inside ones: the gammas inside are not an interval, no width
+    r = fake("sss", 0, 0.2, target=None, flops=0.95)
+    r["config"]["gamma"] = 2e-3
+    (tmp_path / "runs" / "gap").mkdir()
+    (tmp_path / "runs" / "gap" / "results.json").write_text(json.dumps(r))
+    body = evidence.write("g", [str(tmp_path / "runs")], str(tmp_path / "out2"), None)
+    assert "- sss, float: the gammas that keep 20-90% of the FLOPs with no dead layer (0.0003, 0.001, 0.003) " \
+        "are not one interval: a gamma between them does not; no window" in body and "decades" not in body
