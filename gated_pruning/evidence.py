@@ -148,7 +148,7 @@ def gamma_windows(runs: list[dict]) -> str:
         if len(inside) == 1:
             summary.append(f"- {method}, {gates}: of the gammas tried, only {inside[0]:g} keeps 20-90% of the "
                            f"FLOPs with no dead layer: the window's width is not measured (tried: {tried})")
-        elif any(min(inside) < r["gamma"] < max(inside) and r["gamma"] not in inside for r in rs):
+        elif inside and any(min(inside) < r["gamma"] < max(inside) and r["gamma"] not in inside for r in rs):
             summary.append(f"- {method}, {gates}: the gammas that keep 20-90% of the FLOPs with no dead layer "
                            f"({', '.join(format(g, 'g') for g in inside)}) are not one interval: a gamma "
                            f"between them does not; no window (tried: {tried})")

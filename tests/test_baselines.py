@@ -218,6 +218,11 @@ def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_d
     r["config"]["gamma"] = 2e-3
     (tmp_path / "runs" / "gap").mkdir()
     (tmp_path / "runs" / "gap" / "results.json").write_text(json.dumps(r))
+    r = fake("slimming", 0, 0.2, target=None, flops=1.0)  # and a method with no gamma inside
+    r["config"]["gamma"] = 1e-4
+    (tmp_path / "runs" / "none").mkdir()
+    (tmp_path / "runs" / "none" / "results.json").write_text(json.dumps(r))
     body = evidence.write("g", [str(tmp_path / "runs")], str(tmp_path / "out2"), None)
     assert "- sss, float: the gammas that keep 20-90% of the FLOPs with no dead layer (0.0003, 0.001, 0.003) " \
         "are not one interval: a gamma between them does not; no window" in body and "decades" not in body
+    assert "- slimming, float: no gamma tried keeps 20-90% of the FLOPs with no dead layer (tried: 0.0001)" in body
