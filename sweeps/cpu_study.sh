@@ -52,11 +52,15 @@ done
 # the same total L1 displacement, lr x lambda x steps)
 run $S/slimming_pub_s0 method=slimming gamma=1e-4 seed=0 prune.finetune_epochs=0
 cut slimming_pub_s0 0.5 slimming_pub gate
-# the gamma windows: fixed gamma, no budget
-for g in 3e-4 3e-3 3e-2; do
+# the gamma windows: fixed gamma, no budget (half-decade steps, then a point inside each edge's bracket)
+for g in 3e-4 1e-3 1.5e-3 3e-3 1e-2 1.5e-2 3e-2; do
   run $G/sss_g$g method=sss gamma=$g
+done
+for g in 1e-4 1.5e-4 3e-4 1e-3 1.5e-3 3e-3; do
   run $G/binary_g$g method=binary gamma=$g
 done
+# the FLOPs budget at the FLOPs that binary gates kept at gamma 1e-3 (36.96%): budget vs fixed gamma
+run $G/binary_f0.37_s0 method=binary target_flops=0.37 seed=0
 
 bash sweeps/collect.sh "$S" docs/runs/cpu_study
 bash sweeps/collect.sh "$G" docs/runs/gamma_window
