@@ -34,6 +34,9 @@ run ste_fz_fw $G $STE model.gate_init=0.6 model.gate_jitter=0.02 model.gate_posi
 run ste_pol $G $STE $POL model.gate_position=relu
 # is it the architecture or the training? b05_pol_r's widths trained from scratch
 run scr_polr method=scratch_e arch.run=$OUT/b05_pol_r
+# binary gates lag a budget ramp that ends at 50% of the run, and the freeze's forced cut does the
+# rest (README, gamma windows): the same budget as binary_f0.37_s0 with the ramp ending at 30%
+run bin_f037_ramp03 method=binary target_flops=0.37 budget.ramp=0.3
 
 bash sweeps/collect.sh "$OUT" docs/runs/cpu_explore
 python -m gated_pruning.evidence cpu_explore docs/runs/cpu_explore --label dir --readme README.md
