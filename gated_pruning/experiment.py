@@ -20,13 +20,10 @@ from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
 from gated_pruning.models import vgg
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.runtime import pick_device, write_json
-from gated_pruning.stats import count_params
+from gated_pruning.runtime import RESULTS, pick_device, write_json
+from gated_pruning.stats import cost, count_params
 from gated_pruning.tracking import NullTracker, build_tracker
 from gated_pruning.train import Trainer
-
-RESULTS = "results.json"
-
 
 def build(node, **kwargs):
     """`hydra.utils.instantiate`, with a constructor's ValueError turned into a ConfigError."""
@@ -94,15 +91,6 @@ def source_run(run_dir) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"arch.run={run_dir}: {RESULTS} has no pruned widths (prune.compact.widths)") from None
     return res
-
-
-def cost(arch: dict, final) -> dict:
-    """FLOPs and params of the network a run delivers against its dense reference."""
-    ref = arch["reference"]
-    flops, params = int(final.flops()), count_params(final)
-    return {"reference": ref, "final": {"widths": final.widths(), "flops": flops, "params": params},
-            "flops_kept": flops / ref["flops"], "params_kept": params / ref["params"],
-            "architecture": {k: v for k, v in arch.items() if k not in ("reference",)}}
 
 
 def bind(obj, *args):

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gated_pruning.importance import criterion as make_criterion
 from gated_pruning.models.vgg import VGG
-from gated_pruning.stats import count_params
+from gated_pruning.stats import cost, count_params
 
 COMPACT_FILE = "compact.pt2"
 
@@ -301,8 +301,7 @@ def _prune_again(a) -> int:
     from gated_pruning.config import check_device
     from gated_pruning.data import build_data
     from gated_pruning.errors import UserError
-    from gated_pruning.experiment import RESULTS, cost
-    from gated_pruning.runtime import pick_device, write_json
+    from gated_pruning.runtime import RESULTS, pick_device, write_json
     from gated_pruning.train import evaluate
 
     readable_dir(a.run_dir, "run directory")

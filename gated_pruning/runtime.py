@@ -1,4 +1,5 @@
-"""What every command needs around its work: the device to run on, and files written whole."""
+"""What every command needs around its work: the device to run on, the name of a run's record, and
+files written whole."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,8 @@ import os
 import torch
 
 from gated_pruning.errors import ConfigError
+
+RESULTS = "results.json"  # the record every run leaves in its directory
 
 
 def pick_device(name: str) -> torch.device:

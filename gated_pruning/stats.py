@@ -54,3 +54,12 @@ def dead_layers(names: list[str], counts) -> list[str]:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def cost(arch: dict, final) -> dict:
+    """FLOPs and params of the network a run delivers against its dense reference."""
+    ref = arch["reference"]
+    flops, params = int(final.flops()), count_params(final)
+    return {"reference": ref, "final": {"widths": final.widths(), "flops": flops, "params": params},
+            "flops_kept": flops / ref["flops"], "params_kept": params / ref["params"],
+            "architecture": {k: v for k, v in arch.items() if k not in ("reference",)}}
