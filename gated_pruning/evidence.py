@@ -107,7 +107,8 @@ def groups(runs: list[dict]) -> list[dict]:
         by.setdefault((r["method"], r["gates"], r["target"], str(r["epochs"]), r["gamma"]), []).append(r)
     rows = []
     for (method, gates, target, epochs, gamma), rs in by.items():
-        row = {"method": method if gamma is None else f"{method} (gamma {gamma:g})", "gates": gates, "target": target, "epochs": epochs, "n": len(rs),
+        name = method if gamma is None else f"{method} (gamma {gamma:g})"
+        row = {"method": name, "gates": gates, "target": target, "epochs": epochs, "n": len(rs),
                "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None)}
         for key in ("flops_kept", "params_kept", "trained", "cut", "finetuned", "final"):
             row[key], row[key + "_std"] = mean_std([r[key] for r in rs])
