@@ -1,4 +1,5 @@
-"""Errors a user can fix. `run.py` prints their one-line message and exits non-zero."""
+"""Errors a user can fix (`run.py` prints their one-line message and exits non-zero), and the
+stop signals (SIGINT, SIGTERM) that end a run: `Interrupted` and the handlers' install/restore."""
 
 import contextlib
 import signal
