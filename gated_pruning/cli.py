@@ -413,7 +413,7 @@ def _check_jobs(compose, overrides: list[str], multirun: bool):
                 fail(prefix + found[0])
             configs.append((prefix, cfg))
     launcher = str(master.hydra.launcher.get("_target_", ""))
-    local = not multirun or launcher.endswith(("BasicLauncher", "LocalLauncher"))  # a GPU here counts
+    local = not multirun or launcher.endswith(("BasicLauncher", "LocalLauncher", "JoblibLauncher"))  # a GPU here counts
     cache = {}
     for prefix, cfg in configs:
         found = _environment_problems(resolved(_job_part(cfg)), local, cache)
@@ -562,6 +562,19 @@ def _resume_command(hydra_config, path: str) -> str:
     return " ".join(["python run.py", *map(shlex.quote, same), shlex.quote(f"resume={path}")])
 
 
+def launcher_threads(hydra_config) -> int | None:
+    """Threads per job when the launcher runs several jobs at once on this machine
+    (`hydra/launcher=joblib`: the cores divided among its n_jobs, at least one each); None
+    otherwise (one job at a time: torch's default, every core)."""
+    launcher = hydra_config.get("launcher") or {}
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = launcher.get("n_jobs")
+    jobs = cores if n is None else n if n > 0 else max(1, cores + 1 + n)  # joblib: -1 = every core
+    return max(1, cores // jobs)
+
+
 def run_job(cfg, hydra_config) -> float:
     """One Hydra job: run the experiment, exit with one line on a user error or a stop signal."""
     from hydra.types import RunMode
@@ -577,6 +590,8 @@ def run_job(cfg, hydra_config) -> float:
     if sweep:
         group = os.path.basename(os.path.normpath(hydra_config.sweep.dir))
     later = " (the sweep stops here: later jobs did not run)" if sweep else ""
+    if cfg.threads is None and launcher_threads(hydra_config):
+        cfg.threads = launcher_threads(hydra_config)  # recorded in results.json as used
     try:
         with stop_signals_raise():
             choices = {k: v for k, v in hydra_config.runtime.choices.items() if not k.startswith("hydra")}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from gated_pruning.errors import ConfigError
 
 # keys that may differ between a run and its resumption
-RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device", "prune")
+RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device", "threads", "prune")
 
 # images per split of the real data sets (a subset larger than these cannot be drawn)
 SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
@@ -158,6 +158,7 @@ RULES: dict[str, Rule] = {
     "target_flops": number(0, 1, lo_open=True, null=True),
     "seed": SEED,
     "device": text(),                      # auto, cpu, cuda, cuda:N (check_device)
+    "threads": integer(1, null=True),      # intra-op threads; null: one per core, or the launcher's share
     "resume": text(null=True),             # a run directory or checkpoint file
 
     "model._target_": choice("gated_pruning.models.vgg.build"),
@@ -226,6 +227,7 @@ RULES: dict[str, Rule] = {
     "dataset.eval_batch_size": integer(1),
     "dataset.train_size": integer(1, null=True),
     "dataset.test_size": integer(1, null=True),
+    "dataset.val_size": integer(0),
     "dataset.pad": integer(0, 32),
     "dataset.flip": flag(),
     "dataset.num_classes": integer(2, 100_000),
@@ -240,6 +242,7 @@ RULES: dict[str, Rule] = {
     "trainer.amp": flag(),
     "trainer.channels_last": flag(),
     "trainer.compile": flag(),
+    "trainer.label_smoothing": number(0, 1, hi_open=True),
 
     "prune.enabled": flag(),
     "prune.threshold": number(0),
@@ -291,13 +294,17 @@ def _dataset_keys_match_name(c: dict) -> str | None:
 def _subsets_fit(c: dict) -> str | None:
     d = c.get("dataset", {})
     sizes = SPLIT_SIZES.get(d.get("name"))
-    train = d.get("train_size")
+    train, val = d.get("train_size"), d.get("val_size") or 0
     if sizes is not None:
-        for key, n, full in (("train_size", train, sizes[0]), ("test_size", d.get("test_size"), sizes[1])):
+        if val >= sizes[0]:
+            return (f"dataset.val_size={val} leaves no training images (the {d['name']} train set has "
+                    f"{sizes[0]})")
+        for key, n, full in (("train_size", train, sizes[0] - val), ("test_size", d.get("test_size"), sizes[1])):
             if n is not None and n > full:
+                held = f" once dataset.val_size={val} is held out" if key == "train_size" and val else ""
                 return (f"dataset.{key}={n} is larger than the {d['name']} {key.split('_')[0]} set "
-                        f"({full} images)")
-        train = train or sizes[0]
+                        f"({full} images{held})")
+        train = train or sizes[0] - val
     if train is not None and d.get("batch_size", 0) > train:
         return (f"dataset.batch_size={d['batch_size']} is larger than the training set ({train} images): "
                 "no full batch, no training step")

@@ -224,15 +224,53 @@ class Loader:
             yield x.float().mul_(self.scale).add_(self.shift), self.y[idx]
 
 
-def build_data(cfg, device, seed: int):
-    """(train_loader, test_loader, num_classes) from the `dataset` config group."""
+VAL_SEED = 20181008  # the held-out split is one fixed draw, the same for every run and seed
+
+
+def hold_out(split: Split, n: int) -> tuple[Split, Split]:
+    """(the rest, `n` held-out examples) of `split`: a fixed, class-balanced draw that does not
+    depend on the run's seed (each class gives n/classes examples, give or take one), so every
+    run of every seed selects on the same images."""
+    if not n:
+        return split, Split(split.x[:0], split.y[:0])
+    if n >= len(split.y):
+        raise DataError(f"dataset.val_size={n} leaves no training images (the training set has {len(split.y)})")
+    perm = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(VAL_SEED))
+    labels = split.y[perm]
+    rank = torch.zeros_like(labels)  # position of each example among the examples of its class
+    for c in labels.unique():
+        where = labels == c
+        rank[where] = torch.arange(int(where.sum()))
+    chosen = perm[torch.sort(rank, stable=True).indices[:n]]
+    held = torch.zeros(len(split.y), dtype=torch.bool)
+    held[chosen] = True
+    val_idx = held.nonzero().flatten()
+    rest_idx = (~held).nonzero().flatten()
+    return Split(split.x[rest_idx], split.y[rest_idx]), Split(split.x[val_idx], split.y[val_idx])
+
+
+@dataclass
+class Data:
+    """The loaders of one run: `val` is None without a held-out split (dataset.val_size=0)."""
+    train: "Loader"
+    val: "Loader | None"
+    test: "Loader"
+    num_classes: int
+
+
+def build_data(cfg, device, seed: int) -> Data:
+    """Train, validation and test loaders from the `dataset` config group. The validation set is
+    held out of the training set (`hold_out`) before any `train_size` subset is drawn."""
     name = cfg.name
+    val_size = int(cfg.get("val_size") or 0)
     if name == "synthetic":
         num_classes = int(cfg.num_classes)
-        train, test = synthetic(num_classes, int(cfg.train_size), int(cfg.test_size), seed=cfg.seed)
+        train, test = synthetic(num_classes, int(cfg.train_size) + val_size, int(cfg.test_size), seed=cfg.seed)
+        train, val = hold_out(train, val_size)
     elif name in NUM_CLASSES:
         num_classes = NUM_CLASSES[name]
         train, test = load_cifar(name, cfg.root, cfg.download)
+        train, val = hold_out(train, val_size)
         train = subset(train, cfg.train_size, seed, "dataset.train_size")
         test = subset(test, cfg.test_size, seed + 1, "dataset.test_size")
     else:
@@ -241,5 +279,6 @@ def build_data(cfg, device, seed: int):
     train_loader = Loader(train, cfg.batch_size, device, mean, std, train=True, seed=seed,
                           pad=cfg.pad, flip=cfg.flip, rank=distributed.rank(),
                           world=distributed.world_size())
+    val_loader = Loader(val, cfg.eval_batch_size, device, mean, std, train=False) if val_size else None
     test_loader = Loader(test, cfg.eval_batch_size, device, mean, std, train=False)
-    return train_loader, test_loader, num_classes
+    return Data(train_loader, val_loader, test_loader, num_classes)

@@ -60,6 +60,7 @@ def sync_batch_norm(x: torch.Tensor, bn: torch.nn.BatchNorm2d, weight: torch.Ten
     """Training-mode batch norm over the union of every rank's batch (differentiable)."""
     from torch.distributed.nn.functional import all_reduce
 
+    dtype, x = x.dtype, x.float()  # statistics in float32 also under bf16 autocast
     c = x.shape[1]
     count = x.new_full((1,), x.numel() // c)
     stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
@@ -71,4 +72,4 @@ def sync_batch_norm(x: torch.Tensor, bn: torch.nn.BatchNorm2d, weight: torch.Ten
         bn.running_var.lerp_(var * n / (n - 1), bn.momentum)
         bn.num_batches_tracked.add_(1)
     scale = weight * torch.rsqrt(var + bn.eps)
-    return x * scale.view(1, c, 1, 1) + (bias - mean * scale).view(1, c, 1, 1)
+    return (x * scale.view(1, c, 1, 1) + (bias - mean * scale).view(1, c, 1, 1)).to(dtype)

@@ -20,7 +20,7 @@ from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
 from gated_pruning.models import vgg
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.runtime import RESULTS, pick_device, write_json
+from gated_pruning.runtime import RESULTS, environment, now, pick_device, set_threads, write_json
 from gated_pruning.stats import cost, count_params
 from gated_pruning.tracking import NullTracker, build_tracker
 from gated_pruning.train import Trainer
@@ -114,6 +114,7 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         choices: dict | None = None) -> dict:
     """Train, prune and report one run into `run_dir`; returns what results.json holds."""
     check_config(cfg)
+    set_threads(cfg.threads)
     device = distributed.setup(pick_device(cfg.device))
     try:
         return _run(cfg, run_dir, device, run_name, group, choices)
@@ -121,8 +122,10 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         distributed.teardown()
 
 
-def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
-    main = distributed.is_main()
+def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]:
+    """The model, its optimizers, schedules, penalty and budget, wired into a Trainer for `data`;
+    returns (trainer, arch) (arch: which network, see `architecture`). `cfg.trainer.epochs`
+    becomes the architecture's epochs (Scratch-B trains longer)."""
     torch.manual_seed(cfg.seed)
     binarizer = build(cfg.binarizer)
     o = cfg.optimizer
@@ -131,30 +134,37 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         lr_lambda(o.schedule, 1, 1, **schedule_args)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    state = checkpoint.load(cfg.resume) if cfg.resume else None
-
-    train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
-    arch = architecture(cfg, num_classes)
+    arch = architecture(cfg, data.num_classes)
     if arch["epochs"] != cfg.trainer.epochs:
         cfg.trainer.epochs = arch["epochs"]
-    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer, **arch["overrides"]).to(device)
+    model = build(cfg.model, num_classes=data.num_classes, binarizer=binarizer, **arch["overrides"]).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights, gates = split_parameters(model)
     opt_w = build(o.weights, params=weights)
     opt_g = build(o.gates, params=gates) if gates else None
-    total = cfg.trainer.epochs * len(train_loader)
-    lam = lr_lambda(o.schedule, total, len(train_loader), **schedule_args)
+    total = cfg.trainer.epochs * len(data.train)
+    lam = lr_lambda(o.schedule, total, len(data.train), **schedule_args)
     sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, lam)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lam) if opt_g is not None else None
 
     penalty = bind(build(cfg.penalty), model) if gates else None
-    trainer = Trainer(model, train_loader, test_loader, opt_w, sched_w, cfg.trainer, opt_g=opt_g,
-                      sched_g=sched_g, penalty=penalty, run_dir=run_dir,
+    trainer = Trainer(model, data.train, data.test, opt_w, sched_w, cfg.trainer, val_loader=data.val,
+                      opt_g=opt_g, sched_g=sched_g, penalty=penalty, run_dir=run_dir,
                       fingerprint=fingerprint(cfg), eps=cfg.trainer.eps)
     if cfg.target_flops is not None and gates and cfg.budget.enabled:
         budget = build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
         trainer.budget = bind(budget, model, penalty, trainer.trained_gate_weights, total, cfg.prune.threshold)
+    return trainer, arch
+
+
+def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
+    main = distributed.is_main()
+    started = now()
+    state = checkpoint.load(cfg.resume) if cfg.resume else None
+    data = build_data(cfg.dataset, device, cfg.seed)
+    trainer, arch = build_trainer(cfg, data, device, run_dir)
+    model, opt_g, penalty = trainer.model, trainer.opt_g, trainer.penalty
     if state is not None:
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -174,6 +184,8 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "run_name": run_name,
             "choices": choices or {},
             "device": str(device),
+            "env": environment(device),
+            "time": {"start": started},
             "metrics": metrics,
             "train_seconds_this_process": train_seconds,
             "gates": {
@@ -194,6 +206,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         if cfg.prune.enabled:
             results["prune"], final = prune_run(model, cfg, trainer, run_dir)
         results["cost"] = cost(arch, final)
+        results["time"]["end"] = now()
         write_json(results, os.path.join(run_dir, RESULTS))
         tracker.summary(summary_values(results))
         history = trainer.history
@@ -212,7 +225,8 @@ def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> tuple[dict, torch.n
     """Cut the zero-gate channels (or cut to prune.target_flops), measure dense vs compact,
     optionally fine-tune, save; returns (the prune record, the compact network)."""
     try:
-        small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate)
+        small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate,
+                                                validate=trainer.val_loader is not None)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for name in result["dead_layers"]:
@@ -225,7 +239,8 @@ def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> tuple[dict, torch.n
     top1 = result["test"]["compact"]["top1"]
     if cfg.prune.finetune_epochs:
         result["finetune"] = prune.finetune(small, cfg, trainer.train_loader, trainer.test_loader,
-                                            tracker=trainer.tracker, run_dir=run_dir, step_offset=trainer.step)
+                                            tracker=trainer.tracker, run_dir=run_dir, step_offset=trainer.step,
+                                            val_loader=trainer.val_loader)
         top1 = result["finetune"]["test"]["top1"]
     meta = prune.compact_meta(cfg, result)
     meta["test_top1"] = top1

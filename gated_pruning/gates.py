@@ -201,22 +201,22 @@ class Gate(nn.Module):
         self.mask &= mask.to(self.mask.device)
         self.frozen.fill_(True)
 
-    def _fixed(self) -> bool:
-        return self.binarizer.binary and bool(self.frozen)
+    def _fix(self, value: torch.Tensor) -> torch.Tensor:
+        """Frozen binary gates are their mask (without a branch on the buffer's value, which
+        would read it back to the host and break a compiled graph)."""
+        if not self.binarizer.binary:
+            return value
+        return torch.where(self.frozen, self.mask.to(value.dtype), value)
 
     def value(self) -> torch.Tensor:
         """The per-channel multiplier of this forward pass (differentiable, STE for binary)."""
-        if self._fixed():
-            return self.mask.to(self.weight.dtype)
-        return self.binarizer(self.weight, self.training, self.floor()) * self.mask
+        return self._fix(self.binarizer(self.weight, self.training, self.floor()) * self.mask)
 
     def hard(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The deterministic gate value kept after training (0/1 for binary gates), of the
         parameter or of `weight` (e.g. APG's prox point)."""
         w = self.weight.detach() if weight is None else weight.detach()
-        if self._fixed():
-            return self.mask.to(w.dtype)
-        return self.binarizer.hard(w, self.floor()) * self.mask
+        return self._fix(self.binarizer.hard(w, self.floor()) * self.mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.value().view(1, -1, *([1] * (x.dim() - 2)))

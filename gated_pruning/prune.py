@@ -196,11 +196,12 @@ def accounting(model: torch.nn.Module, cfg) -> dict:
             "layout": best, "latency_ms_by_layout": lat, "widths": model.widths()}
 
 
-def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
+def prune_and_measure(model: VGG, cfg, evaluate, validate: bool = False) -> tuple[VGG, dict]:
     """Compact `model` at `cfg.threshold`, or cut it to `cfg.target_flops` by `cfg.criterion`;
     measure the dense and compact networks.
 
-    `evaluate(net) -> {"loss", "top1", "top5"}` on the test set. The dense reference is the same
+    `evaluate(net, split="test") -> {"loss", "top1", "top5"}`; `validate`: also on "val".
+     The dense reference is the same
     network with every channel kept and gates folded: a plain VGG of the original widths, timed
     by the same code as the compact one.
     """
@@ -220,10 +221,13 @@ def prune_and_measure(model: VGG, cfg, evaluate) -> tuple[VGG, dict]:
         "test": {"dense": evaluate(model), "compact": evaluate(small)},
         "finetune": None,
     }
+    if validate:
+        result["val"] = {"dense": evaluate(model, split="val"), "compact": evaluate(small, split="val")}
     return small, result
 
 
-def finetune(small: VGG, cfg, train_loader, test_loader, tracker=None, run_dir=".", step_offset=0) -> dict:
+def finetune(small: VGG, cfg, train_loader, test_loader, tracker=None, run_dir=".", step_offset=0,
+             val_loader=None) -> dict:
     """Train the compact network for `cfg.prune.finetune_epochs` (SGD, the run's momentum and
     weight decay, cosine from `cfg.prune.finetune_lr`) with the same loop as training; returns
     {"epochs", "lr", "test"}."""
@@ -240,9 +244,13 @@ def finetune(small: VGG, cfg, train_loader, test_loader, tracker=None, run_dir="
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", p.finetune_epochs * steps, steps))
     tcfg = OmegaConf.merge(cfg.trainer, {"epochs": p.finetune_epochs, "checkpoint": False,
                                          "checkpoint_every_steps": 0})
-    tuner = Trainer(small, train_loader, test_loader, opt, sched, tcfg, tracker=tracker,
-                    run_dir=run_dir, log_prefix="finetune/", step_offset=step_offset)
-    return {"epochs": p.finetune_epochs, "lr": p.finetune_lr, "test": tuner.fit()["test"]}
+    tuner = Trainer(small, train_loader, test_loader, opt, sched, tcfg, val_loader=val_loader,
+                    tracker=tracker, run_dir=run_dir, log_prefix="finetune/", step_offset=step_offset)
+    metrics = tuner.fit()
+    out = {"epochs": p.finetune_epochs, "lr": p.finetune_lr, "test": metrics["test"]}
+    if "val" in metrics:
+        out["val"] = metrics["val"]
+    return out
 
 
 def save_compact(model: VGG, path: str, meta: dict) -> None:
@@ -331,7 +339,8 @@ def _prune_again(a) -> int:
                 "criterion": crit, "finetune_epochs": a.finetune_epochs,
                 "finetune_lr": a.finetune_lr if a.finetune_lr is not None else cfg.prune.finetune_lr})
             device = pick_device(a.device)
-            train_loader, test_loader, num_classes = build_data(cfg.dataset, device, cfg.seed)
+            data = build_data(cfg.dataset, device, cfg.seed)
+            train_loader, test_loader, num_classes = data.train, data.test, data.num_classes
             arch = saved.get("arch") or {"overrides": {}}
             model = instantiate(cfg.model, num_classes=num_classes, binarizer=instantiate(cfg.binarizer),
                                 **arch["overrides"])
@@ -343,12 +352,14 @@ def _prune_again(a) -> int:
                             f"{one_line(e, 200)})") from None
         model.to(device)
         try:
-            small, result = prune_and_measure(model, cfg.prune, lambda m: evaluate(m, test_loader))
+            small, result = prune_and_measure(
+                model, cfg.prune, lambda m, split="test": evaluate(m, data.val if split == "val" else test_loader),
+                validate=data.val is not None)
         except ValueError as e:
             raise UserError(str(e)) from None
         test = result["test"]["compact"]
         if a.finetune_epochs:
-            result["finetune"] = finetune(small, cfg, train_loader, test_loader)
+            result["finetune"] = finetune(small, cfg, train_loader, test_loader, val_loader=data.val)
             test = result["finetune"]["test"]
         meta = compact_meta(cfg, result)
         meta["test_top1"] = test["top1"]

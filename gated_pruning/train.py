@@ -43,10 +43,11 @@ def _set_rng_state(state: dict) -> None:
 
 
 class Trainer:
-    def __init__(self, model, train_loader, test_loader, opt_w, sched_w, cfg, *, opt_g=None,
-                 sched_g=None, penalty=None, budget=None, tracker=None, run_dir=".",
+    def __init__(self, model, train_loader, test_loader, opt_w, sched_w, cfg, *, val_loader=None,
+                 opt_g=None, sched_g=None, penalty=None, budget=None, tracker=None, run_dir=".",
                  fingerprint=None, eps=1e-3, log_prefix="", step_offset=0):
         self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
+        self.val_loader = val_loader  # with one, epochs are judged on it and test is read once, at the end
         self.opt_w, self.sched_w, self.opt_g, self.sched_g = opt_w, sched_w, opt_g, sched_g
         self.penalty, self.budget = penalty, budget
         self.cfg = cfg
@@ -136,19 +137,22 @@ class Trainer:
             return {f"gates_hist/{n}": g.weight.detach().float().cpu().numpy()
                     for n, g in zip(self.layer_names, self.model.gates())}
 
-    def evaluate(self, model=None) -> dict:
-        """Test loss, top-1, top-5 of the trained network (gates as trained), or of `model`."""
+    def evaluate(self, model=None, split: str = "test") -> dict:
+        """Loss, top-1, top-5 on the `split` set ("test" or "val") of the trained network (gates
+        as trained), or of `model`. Always in float32, whatever `amp` does to training steps."""
         model = model or self.model
+        loader = self.val_loader if split == "val" else self.test_loader
         with self.gate_view() if model is self.model else contextlib.nullcontext():
-            return evaluate(model, self.test_loader, self._autocast, self._layout)
+            return evaluate(model, loader, self._layout)
 
     # -- the loop ---------------------------------------------------------------------------
     def _layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def _autocast(self):
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast of the training forward (`amp`), on CUDA and on CPUs (oneDNN)."""
+        if self.cfg.amp and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _check_finite(self) -> None:
@@ -161,7 +165,7 @@ class Trainer:
     def _train_step(self, x, y):
         with self._autocast():
             out = self.forward_model(self._layout(x))
-            loss = F.cross_entropy(out.float(), y)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=self.cfg.get("label_smoothing", 0.0))
         smooth = self.penalty.loss() if self.penalty is not None else None
         self.opt_w.zero_grad(set_to_none=True)
         if self.opt_g is not None:
@@ -211,6 +215,8 @@ class Trainer:
                     self._stop()
             if self.resumable and self._stop_requested(agree=True):  # the last step's signal
                 self._stop()
+        if self.val_loader is not None and "test" not in self.metrics:  # read once, at the end
+            self.metrics["test"] = self.evaluate()
         return self.metrics
 
     def _stop(self):
@@ -246,29 +252,30 @@ class Trainer:
         self._check_finite()
         loss, top1 = self._running()
         train = {"loss": loss, "top1": top1}
-        test = self.evaluate()
+        split = "val" if self.val_loader is not None else "test"
+        judged = self.evaluate(split=split)
         self.epoch += 1
         self.batch = 0
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = 0
-        self.metrics = {"epoch": self.epoch, "step": self.step, "train": train, "test": test}
+        self.metrics = {"epoch": self.epoch, "step": self.step, "train": train, split: judged}
         metrics = {f"{self.prefix}train/epoch_loss": train["loss"],
                    f"{self.prefix}train/epoch_top1": train["top1"],
-                   **{f"{self.prefix}test/{k}": v for k, v in test.items()},
+                   **{f"{self.prefix}{split}/{k}": v for k, v in judged.items()},
                    f"{self.prefix}epoch": self.epoch}
         rec = self.gate_record()
         histograms = None
         if rec is not None:
-            rec["test_top1"] = test["top1"]
+            rec[f"{split}_top1"] = judged["top1"]
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
             histograms = self._gate_histograms()
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
         if self.cfg.progress and distributed.is_main():
-            print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} "
-                  f"test loss {test['loss']:.4f} top1 {test['top1']:.4f} top5 {test['top5']:.4f}",
+            print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} {split} loss "
+                  f"{judged['loss']:.4f} top1 {judged['top1']:.4f} top5 {judged['top5']:.4f}",
                   file=sys.stderr)
         if self.cfg.checkpoint:
             self.save_checkpoint()
@@ -363,8 +370,8 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model, loader, autocast=contextlib.nullcontext, layout=lambda x: x) -> dict:
-    """Loss, top-1 and top-5 of `model` (in eval mode) over every batch of `loader`."""
+def evaluate(model, loader, layout=lambda x: x) -> dict:
+    """Loss, top-1 and top-5 of `model` (in eval mode, float32) over every batch of `loader`."""
     was_training = model.training
     model.eval()
     device = loader.device
@@ -372,8 +379,7 @@ def evaluate(model, loader, autocast=contextlib.nullcontext, layout=lambda x: x)
     top1 = torch.zeros((), dtype=torch.long, device=device)
     top5 = torch.zeros((), dtype=torch.long, device=device)
     for x, y in loader.epoch():
-        with autocast():
-            out = model(layout(x))
+        out = model(layout(x))
         loss += F.cross_entropy(out.float(), y, reduction="sum")
         hit = out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]
         top1 += hit[:, 0].sum()

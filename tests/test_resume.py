@@ -62,7 +62,9 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("extra", [["binarizer=stochastic"], ["optimizer=sgd", "optimizer.gates.clamp=true"]])
+@pytest.mark.parametrize("extra", [["binarizer=stochastic"], ["optimizer=sgd", "optimizer.gates.clamp=true"],
+                                   ["trainer.compile=true", "method=binary", "target_flops=0.5"],
+                                   ["trainer.amp=false", "trainer.channels_last=true"]])
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(extra, uninterrupted, tmp_path):
     killed = tmp_path / "killed"
     proc = start(ARGS + extra, killed)

@@ -12,7 +12,8 @@ from conftest import ROOT, run_py
 
 # two steps without augmentation: max-pool ties on zero padding would let float rounding pick
 # different maxima, which is rounding too, but grows faster than a tolerance can say
-ARGS = ["experiment=smoke", "dataset.train_size=128", "dataset.pad=0", "dataset.flip=false",
+# float32 (amp off): the comparison is of the parallel arithmetic, not of bf16 rounding
+ARGS = ["experiment=smoke", "dataset.train_size=128", "dataset.pad=0", "dataset.flip=false", "trainer.amp=false",
         "trainer.epochs=1", "trainer.log_every=1", "prune.latency_reps=1", "prune.latency_warmup=0"]
 
 
@@ -39,6 +40,16 @@ def test_two_process_ddp_matches_one_process(binarizer, tmp_path):
     assert rb["metrics"]["train"]["loss"] == pytest.approx(ra["metrics"]["train"]["loss"], rel=1e-5)
     assert rb["metrics"]["test"]["loss"] == pytest.approx(ra["metrics"]["test"]["loss"], rel=1e-4)
     assert rb["gates"]["history"][-1]["zeros"] == ra["gates"]["history"][-1]["zeros"]
+
+
+def test_two_process_ddp_trains_under_bf16_autocast(tmp_path):
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        os.path.join(ROOT, "run.py"), *ARGS, "trainer.amp=true", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.load(open(tmp_path / "results.json"))
+    assert res["config"]["trainer"]["amp"] and res["metrics"]["step"] == 2
 
 
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):

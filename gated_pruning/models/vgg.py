@@ -79,7 +79,7 @@ class ConvBlock(nn.Module):
                              bn.training, bn.momentum, bn.eps)
         x = F.relu(x, inplace=True)
         if g is not None and self.gate_position == "relu":
-            x = x * g.view(1, -1, 1, 1)
+            x = x * g.to(x.dtype).view(1, -1, 1, 1)  # in the activation's precision (bf16 under amp)
         return x
 
 
