@@ -16,13 +16,18 @@ so gamma grows while the network is above its schedule and shrinks (letting gate
 pruning overshoots. It starts from the run's `gamma`. Everything stays on the device: no step
 reads a value back to the host.
 
-At step `freeze * T` the architecture is frozen: if the network is still above the target, the
-lowest-ranked open channels of the whole network are closed until it is not (float gates ranked
-by |gate|, binary gates by their latent value; every layer keeps max(1, its floor)); the closed
-channels are masked for good (`Gate.mask`), and the penalty is switched off, so the rest of the
-run trains a fixed, pruned network (`freeze=null`: the controller runs to the end). The run thus
-ends at the target or just below it, by construction. `state_dict`/`load_state_dict` keep resume
-exact (the masks are buffers of the model).
+At step `freeze * T` the architecture is frozen (with `freeze_on_target`, already at the first step
+after the ramp at which the network is at or below the target: the run stops selecting channels
+once the budget is met, instead of letting the penalty cut further until the freeze). If the
+network is still above the target, the lowest-ranked open channels of the whole network are closed
+until it is not (float gates ranked by |gate|, binary gates by their latent value; every layer
+keeps max(1, its floor)); with `reopen`, a network of binary gates that overshot (fewer FLOPs than
+the target) gets back its highest-ranked closed channels while it stays at or under the target.
+The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
+rest of the run trains a fixed, pruned network (`freeze=null`: the controller runs to the end).
+The run thus ends at the target or just below it, by construction. `state_dict`/`load_state_dict`
+keep resume exact (the masks are buffers of the model). `freeze_on_target` reads one number back
+to the host per step after the ramp.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ import torch
 
 class FlopsBudget:
     def __init__(self, target: float, start: float = 0.0, ramp: float = 0.5, freeze: float | None = 0.6,
-                 kp: float = 1.0, ki: float = 0.05, min_gamma: float = 1e-7, max_gamma: float = 10.0):
+                 kp: float = 1.0, ki: float = 0.05, min_gamma: float = 1e-7, max_gamma: float = 10.0,
+                 freeze_on_target: bool = False, reopen: bool = False):
         if not 0.0 < target <= 1.0:
             raise ValueError(f"target_flops={target} must be in (0, 1] (a fraction of the dense FLOPs)")
         if not (0.0 <= start < 1.0 and 0.0 < ramp and start + ramp <= 1.0):
@@ -49,6 +55,9 @@ class FlopsBudget:
                              "need 0 < min_gamma < max_gamma")
         self.target, self.start, self.ramp, self.kp, self.ki = float(target), start, ramp, kp, ki
         self.freeze = freeze
+        if freeze is None and freeze_on_target:
+            raise ValueError("budget.freeze_on_target=true needs budget.freeze (the latest point of the freeze)")
+        self.freeze_on_target, self.reopen = bool(freeze_on_target), bool(reopen)
         self.frozen = False
         self.bounds = (math.log(min_gamma), math.log(max_gamma))
         self.model = self.penalty = self.trained_weights = None
@@ -97,6 +106,8 @@ class FlopsBudget:
         scores = [(w if g.binarizer.binary else g.hard(w).abs()).float().cpu() for g, w in zip(gates, weights)]
         keep = global_cut(self.model, scores, self.target, keep=self.open_masks(),
                           minimum=[max(1, g.min_keep) for g in gates])
+        if self.reopen and all(g.binarizer.binary for g in gates):
+            keep = self._reopen(scores, keep)
         for g, k in zip(gates, keep):
             g.freeze(k)
         self.penalty.gamma.zero_()
@@ -104,12 +115,32 @@ class FlopsBudget:
         self.kept = self.kept_fraction()
         self.error = self.kept - self.target
 
+    def _reopen(self, scores: list[torch.Tensor], keep: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Open the highest-ranked closed channels, one at a time, while the network stays at or
+        under the target (a channel that would take it over is passed over)."""
+        keep = [k.clone() for k in keep]
+        kept = [int(k.sum()) for k in keep]
+        budget = self.target * self.dense
+        closed = sorted(((-float(v), layer, c) for layer, (sc, k) in enumerate(zip(scores, keep))
+                         for c, v in enumerate(sc.tolist()) if not k[c]))
+        for _, layer, c in closed:
+            kept[layer] += 1
+            if self.model.flops(kept) <= budget:
+                keep[layer][c] = True
+            else:
+                kept[layer] -= 1
+        return keep
+
     @torch.no_grad()
     def update(self, step: int) -> None:
         """After optimizer step number `step` (1-based): set the penalty's gamma (or freeze)."""
         if self.frozen:
             return
         if self.freeze is not None and step >= self.freeze * self.total_steps:
+            self.freeze_architecture()
+            return
+        if self.freeze_on_target and step >= (self.start + self.ramp) * self.total_steps \
+                and float(self.kept) <= self.target:  # the budget is met: stop selecting
             self.freeze_architecture()
             return
         self.kept = self.kept_fraction()

@@ -188,6 +188,8 @@ RULES: dict[str, Rule] = {
     "budget.start": number(0, 1),
     "budget.ramp": number(0, 1),
     "budget.freeze": number(0, 1, lo_open=True, null=True),
+    "budget.freeze_on_target": flag(),
+    "budget.reopen": flag(),
     "budget.kp": number(0),
     "budget.ki": number(0),
     "budget.min_gamma": number(0, lo_open=True),

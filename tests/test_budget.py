@@ -119,3 +119,71 @@ def test_frozen_binary_gates_stay_open_or_closed_whatever_their_latent_value():
         gate.weight.copy_(torch.tensor([0.1, 0.9, 0.9, -3.0]))  # latent values that would flip them
     assert gate.value().tolist() == gate.hard().tolist() == [1.0, 1.0, 0.0, 1.0]
     assert gate.state_dict()["frozen"].item() and gate.state_dict()["mask"].tolist() == [True, True, False, True]
+
+
+def binary_toy(target, latents, **budget_kwargs):
+    """A 3-layer VGG with binary gates whose latent values are `latents` (one tensor per layer),
+    and a budget bound to them (the latents stay where they are: no training)."""
+    from gated_pruning.gates import ThresholdBinarizer
+
+    model = VGG([len(x) if i % 2 == 0 else "M" for i, x in enumerate(sum(([t, None] for t in latents), [])[:-1])],
+                num_classes=10, binarizer=ThresholdBinarizer(0.5))
+    with torch.no_grad():
+        for gate, lat in zip(model.gates(), latents):
+            gate.weight.copy_(lat)
+    penalty = L1(1e-3).bind(model)
+    weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
+    return model, FlopsBudget(target, **budget_kwargs).bind(model, penalty, weights, 100)
+
+
+def test_freeze_on_target_stops_selecting_as_soon_as_the_ramp_is_over_and_the_budget_met():
+    g = torch.Generator().manual_seed(0)
+    latents = [torch.rand(n, generator=g) for n in (16, 32, 32)]  # about half of them below 0.5
+    model, budget = binary_toy(0.6, latents, ramp=0.3, freeze=0.8, freeze_on_target=True)
+    assert budget.kept_fraction().item() < 0.6  # already under the target
+    for step in range(1, 30):  # during the ramp: no freeze, even though the budget is met
+        budget.update(step)
+        assert not budget.frozen
+    budget.update(30)  # the ramp's last step: frozen there, not at 80% of the run
+    assert budget.frozen and budget.penalty.gamma.item() == 0.0
+
+
+def test_reopen_gives_an_overshot_binary_network_its_best_closed_channels_back():
+    g = torch.Generator().manual_seed(1)
+    latents = [torch.rand(n, generator=g) * 0.6 for n in (16, 32, 32)]  # most gates closed
+    model, budget = binary_toy(0.5, latents, freeze=0.5, reopen=True)
+    before = [x.hard().bool() for x in model.gates()]
+    dense = model.flops()
+    assert model.flops([int(b.sum()) for b in before]) / dense < 0.4  # overshot by > 10 points
+    budget.freeze_architecture()
+    after = [x.mask.clone() for x in model.gates()]
+    counts = [int(a.sum()) for a in after]
+    kept = model.flops(counts) / dense
+    assert kept <= 0.5 and budget.kept.item() == pytest.approx(kept)
+    assert all((a | ~b).all() for a, b in zip(after, before))  # nothing open was closed
+    # by hand: no closed channel fits under the target any more ...
+    for layer in range(3):
+        if not after[layer].all():
+            more = list(counts)
+            more[layer] += 1
+            assert model.flops(more) / dense > 0.5
+    # ... and within a layer, the reopened channels are those with the largest latent values
+    for lat, a, b in zip(latents, after, before):
+        reopened, still_closed = lat[a & ~b], lat[~a]
+        if len(reopened) and len(still_closed):
+            assert reopened.min() >= still_closed.max()
+    # frozen binary gates are their mask: the reopened channels are open now
+    assert all(torch.equal(x.value(), x.mask.float()) for x in model.gates())
+
+
+def test_reopen_leaves_float_gates_as_they_are():
+    g = torch.Generator().manual_seed(2)
+    model = VGG([16, "M", 32, "M", 32], num_classes=10)
+    with torch.no_grad():
+        for x in model.gates():
+            x.weight.copy_(torch.rand(x.weight.shape, generator=g) * (torch.rand(x.weight.shape, generator=g) > 0.7))
+    weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
+    budget = FlopsBudget(0.9, freeze=0.5, reopen=True).bind(model, L1(1e-3).bind(model), weights, 100)
+    before = [x.hard() != 0 for x in model.gates()]
+    budget.freeze_architecture()
+    assert all(torch.equal(x.mask, b) for x, b in zip(model.gates(), before))  # a zero float gate has no value to reopen with
