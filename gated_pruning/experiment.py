@@ -187,6 +187,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "env": environment(device),
             "time": {"start": started},
             "metrics": metrics,
+            "curve": trainer.curve,
             "train_seconds_this_process": train_seconds,
             "gates": {
                 "layers": trainer.layer_names,

@@ -63,7 +63,8 @@ class Trainer:
         self.layer_names = [n for n, _ in gated]
         self.layer_channels = [b.conv.out_channels for _, b in gated]
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # gate statistics at log steps and epoch ends
+        self.curve: list[dict] = []    # one row per epoch: train loss/top-1, and val or test
         self.metrics: dict = {}
         self.dead_warned: set = set()
         self.extra_state: dict = {}
@@ -260,6 +261,9 @@ class Trainer:
         self._correct.zero_()
         self._seen = 0
         self.metrics = {"epoch": self.epoch, "step": self.step, "train": train, split: judged}
+        self.curve.append({"epoch": self.epoch, "step": self.step, "train_loss": train["loss"],
+                           "train_top1": train["top1"], f"{split}_loss": judged["loss"],
+                           f"{split}_top1": judged["top1"]})
         metrics = {f"{self.prefix}train/epoch_loss": train["loss"],
                    f"{self.prefix}train/epoch_top1": train["top1"],
                    **{f"{self.prefix}{split}/{k}": v for k, v in judged.items()},
@@ -293,7 +297,7 @@ class Trainer:
             "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
             "rng": _rng_state(),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "history": self.history, "metrics": self.metrics,
+            "history": self.history, "curve": self.curve, "metrics": self.metrics,
             "dead_warned": sorted(self.dead_warned),
             "running": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                         "first_bad": self._first_bad, "dstep": self._dstep},
@@ -329,6 +333,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history, self.metrics = state["history"], state["metrics"]
+        self.curve = state.get("curve", [])
         self.dead_warned = set(state["dead_warned"])
         r = state["running"]
         self._loss_sum = r["loss_sum"].to(self.device)

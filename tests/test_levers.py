@@ -156,6 +156,8 @@ def test_val_is_judged_every_epoch_and_test_read_once(tmp_path):
     ends = [h for h in res["gates"]["history"] if "val_top1" in h]
     assert len(ends) == 2 and not any("test_top1" in h for h in res["gates"]["history"])
     assert set(res["metrics"]) >= {"val", "test"} and res["prune"]["val"]["compact"]["top1"] >= 0
+    assert [(c["epoch"], c["val_top1"]) for c in res["curve"]] == [(h["epoch"], h["val_top1"]) for h in ends]
+    assert res["curve"][-1]["val_top1"] == res["metrics"]["val"]["top1"] and "test_top1" not in res["curve"][0]
     # the seed changes the training order and subsets, never the held-out images
     from gated_pruning.data import build_data
 
