@@ -39,4 +39,4 @@ run scr_polr method=scratch_e arch.run=$OUT/b05_pol_r
 run bin_f037_ramp03 method=binary target_flops=0.37 budget.ramp=0.3
 
 bash sweeps/collect.sh "$OUT" docs/runs/cpu_explore
-python -m gated_pruning.evidence cpu_explore docs/runs/cpu_explore --label dir --readme README.md
+python -m gated_pruning.reports.compare cpu_explore docs/runs/cpu_explore --label dir --page docs/results.md

@@ -64,5 +64,5 @@ run $G/binary_f0.37_s0 method=binary target_flops=0.37 seed=0
 
 bash sweeps/collect.sh "$S" docs/runs/cpu_study
 bash sweeps/collect.sh "$G" docs/runs/gamma_window
-python -m gated_pruning.evidence cpu_study docs/runs/cpu_study --readme README.md
-python -m gated_pruning.evidence gamma_window docs/runs/gamma_window --readme README.md
+python -m gated_pruning.reports.compare cpu_study docs/runs/cpu_study --page docs/results.md
+python -m gated_pruning.reports.compare gamma_window docs/runs/gamma_window --page docs/results.md
