@@ -143,6 +143,18 @@ def test_report_of_an_empty_dir_is_one_error_line(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+def test_a_val_column_when_a_run_held_out_a_validation_split(tmp_path):
+    import stub_records
+
+    stub_records.write(tmp_path, "v", stub_records.record("sss", 0, 0.30, val=0.41, target=None, kind=None))
+    stub_records.write(tmp_path, "t", stub_records.record("sss", 0, 0.29, target=None, kind=None, gamma=2e-3))
+    md, _ = report.write_report(str(tmp_path))
+    header, rows = table(open(md).read())
+    assert header[3:5] == ["top-1 %", "val top-1 %"]
+    assert [row[:5] for row in rows] == [["v", "apg-float", "0.001", "30.00", "41.00"],
+                                         ["t", "apg-float", "0.002", "29.00", "-"]]
+
+
 def test_a_malformed_record_is_one_warning_line_and_the_rest_is_reported(tmp_path, capsys):
     """A hand-edited field of the wrong type and a shortened list: one line naming the file and the
     fields; the run's other columns and the other runs are reported."""

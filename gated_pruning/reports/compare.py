@@ -20,6 +20,7 @@ import math
 import os
 import sys
 
+from gated_pruning.cli import ArgumentParser, run_tool
 from gated_pruning.reports import output, plots
 from gated_pruning.reports.records import load
 from gated_pruning.reports.seeds import mean_std, paired
@@ -287,8 +288,6 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gated_pruning.cli import ArgumentParser, run_tool
-
     p = ArgumentParser(prog=TOOL, description=__doc__.split("\n")[0])
     p.add_argument("name", help="the report's name: its folder under --out, and its section of --page")
     p.add_argument("dirs", nargs="+", help="folders with results.json files below them")

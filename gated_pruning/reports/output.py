@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 
+from gated_pruning.cli import staged
 from gated_pruning.reports.records import ReportError
 
 MARKER = ".gated_pruning-report"  # in every folder a report writes: the next report may replace it
@@ -45,8 +46,6 @@ def staged_folder(out: str, tool: str, legacy=None, flag: str = "--out"):
     """Yield an empty temporary folder; when the block succeeds it becomes `out`, with a marker
     naming `tool`. An existing `out` is replaced only when `tool` wrote it; any other existing
     file or folder is refused before any work. On error or stop signal nothing changes."""
-    from gated_pruning.cli import staged
-
     out = os.path.abspath(out)
     replace = os.path.lexists(out)
     if replace and (os.path.islink(out) or not os.path.isdir(out)):

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 
+from gated_pruning.cli import readable_dir
 from gated_pruning.errors import UserError
 
 RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
@@ -331,8 +332,6 @@ def find_results(root: str) -> list[str]:
 def load(root: str) -> list[Run]:
     """The runs below `root`: a `warning:` line for each record skipped (not JSON, no config)
     and for each record with malformed fields; a ReportError when none is left."""
-    from gated_pruning.cli import readable_dir
-
     readable_dir(root)
     paths = find_results(root)
     if not paths:

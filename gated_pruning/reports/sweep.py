@@ -15,6 +15,7 @@ import math
 import os
 import sys
 
+from gated_pruning.cli import ArgumentParser, readable_dir, run_tool
 from gated_pruning.reports import plots
 from gated_pruning.reports.output import staged_folder, write_text
 from gated_pruning.reports.records import load
@@ -99,8 +100,6 @@ def _earlier_report(path: str, names: set) -> bool:
 
 def write_report(root: str, out: str | None = None) -> tuple[str, list]:
     """Write report.md and the plots, all or none; returns (report.md path, runs)."""
-    from gated_pruning.cli import readable_dir
-
     readable_dir(root)  # before the output's folder is made next to it
     out = out or os.path.join(root, "report")
     with staged_folder(out, TOOL, _earlier_report) as tmp:  # refuses a folder it did not write, first
@@ -114,8 +113,6 @@ def write_report(root: str, out: str | None = None) -> tuple[str, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gated_pruning.cli import ArgumentParser, run_tool
-
     parser = ArgumentParser(prog=TOOL, description=__doc__.split("\n")[0])
     parser.add_argument("dir", help="a Hydra multirun folder, or any folder with results.json files below it")
     parser.add_argument("--out", default=None, help="output folder (default: DIR/report)")
