@@ -102,7 +102,8 @@ def provenance_table(rows: list[dict]) -> str:
     return markdown_table(("method", "gates", "target FLOPs", "epochs", "target is", "gamma at end", "threads",
                            "commits"), [
         [r["method"], r["gates"], num(r["target"]), r["epochs"], TARGET_MEANING.get(r["kind"], r["kind"]),
-         _gamma_end(r["runs"]), ", ".join(sorted({DASH if x.threads is None else str(x.threads) for x in r["runs"]})),
+         _gamma_end(r["runs"]), ", ".join(DASH if t is None else str(t) for t in
+                                          sorted({x.threads for x in r["runs"]}, key=lambda t: (t is not None, t or 0))),
          _commits(r["runs"])] for r in rows])
 
 

@@ -99,11 +99,12 @@ def trajectory_data(r):
 
 
 def _panels(runs: list, data, title: str, panel: tuple[float, float]):
-    """A grid with one panel per setting (its runs' mean), at most MAX_PANELS: yields
-    (axes, runs, averaged data or None, shown) for each panel; `data(run)` gives a run's series."""
+    """A figure with one panel per setting, at most MAX_PANELS: returns (figure, axes, cells), a
+    cell (axes, runs, data or None) per panel, `data` the mean over the setting's runs of
+    `data(run)` = (steps, series[layer][step], ...), each step averaged over the runs that logged it."""
     groups = setting_groups(runs)
     shown = _spread(groups, MAX_PANELS)
-    ncols = min(len(shown), 3)
+    ncols = max(min(len(shown), 3), 1)
     nrows = math.ceil(len(shown) / ncols)
     fig = _figure(panel[0] * ncols + 1.2, panel[1] * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -113,7 +114,7 @@ def _panels(runs: list, data, title: str, panel: tuple[float, float]):
         name = rs[0].name if len(rs[0].name) <= 48 else rs[0].name[:23] + "…" + rs[0].name[-23:]
         ax.set_title(f"{_label(variant, gamma)}\n{name if len(rs) == 1 else f'mean of {len(rs)} runs'}", fontsize=8)
         series = [(r, d) for r in rs if (d := data(r)) is not None]
-        series = [(r, d) for r, d in series if len(r.layers) == len(series[0][0].layers)]
+        series = [(r, d) for r, d in series if len(r.channels) == len(series[0][0].channels)]
         if not series:
             cells.append((ax, rs, None))
             continue

@@ -100,7 +100,7 @@ class Run:
     def thread_setting(self) -> tuple:
         """What reduction order a run's numbers come from: (threads, device); (None, None) for
         a record without `env`, an unknown setting of its own."""
-        return (self.threads, self.device)
+        return (self.threads, self.device) if self.threads is not None else (None, None)
 
     @property
     def sparsity(self) -> list | None:
@@ -119,7 +119,7 @@ class Fields:
     def __init__(self, res: dict):
         self.res, self.bad = res, []
 
-    def _note(self, path: str, problem: str) -> None:
+    def note(self, path: str, problem: str) -> None:
         if not any(path == p or path.startswith(p + ".") for p, _ in self.bad):
             self.bad.append((path, problem))
 
@@ -129,7 +129,7 @@ class Fields:
             if d is None:
                 return None
             if not isinstance(d, dict):
-                self._note(".".join(walked), f"is {_show(d)}, not an object")
+                self.note(".".join(walked), f"is {_show(d)}, not an object")
                 return None
             walked.append(key)
             d = d.get(key)
@@ -139,7 +139,7 @@ class Fields:
         v = self.get(path)
         if v is None or isinstance(v, dict):
             return v
-        self._note(path, f"is {_show(v)}, not an object")
+        self.note(path, f"is {_show(v)}, not an object")
         return None
 
     def number(self, path: str, integer: bool = False) -> float | None:
@@ -147,7 +147,7 @@ class Fields:
         if v is None:
             return None
         if _number(v) is None or (integer and v != int(v)):
-            self._note(path, f"is {_show(v)}, not {'an integer' if integer else 'a finite number'}")
+            self.note(path, f"is {_show(v)}, not {'an integer' if integer else 'a finite number'}")
             return None
         return int(v) if integer else float(v)
 
@@ -156,7 +156,7 @@ class Fields:
         if v is None:
             return None
         if not isinstance(v, str) or (choices and v not in choices):
-            self._note(path, f"is {_show(v)}, not " + (f"one of {', '.join(choices)}" if choices else "text"))
+            self.note(path, f"is {_show(v)}, not " + (f"one of {', '.join(choices)}" if choices else "text"))
             return None
         return v
 
@@ -166,10 +166,10 @@ class Fields:
         if v is None:
             return None
         if not isinstance(v, list) or any(_number(x) is None for x in v):
-            self._note(path, f"is {_show(v)}, not a list of numbers")
+            self.note(path, f"is {_show(v)}, not a list of numbers")
             return None
         if length is not None and len(v) != length:
-            self._note(path, f"has {len(v)} entries, {of} {length}")
+            self.note(path, f"has {len(v)} entries, {of} {length}")
             return None
         return v
 
@@ -246,7 +246,7 @@ def _history(f: Fields, channels: list) -> list:
     if history is None:
         return []
     if not isinstance(history, list):
-        f._note("gates.history", f"is {_show(history)}, not a list")
+        f.note("gates.history", f"is {_show(history)}, not a list")
         return []
     good, broken = [], []
     for i, h in enumerate(history):
@@ -254,7 +254,7 @@ def _history(f: Fields, channels: list) -> list:
             and (h.get("quantiles") is None or _per_layer(h["quantiles"], channels, row=5))  # stats.QUANTILES
         (good if ok else broken).append(h if ok else i)
     if broken:
-        f._note("gates.history", f"entries {', '.join(map(str, broken[:3]))}{' ...' if len(broken) > 3 else ''} "
+        f.note("gates.history", f"entries {', '.join(map(str, broken[:3]))}{' ...' if len(broken) > 3 else ''} "
                 f"of {len(history)} lack a step or per-layer zeros or quantiles (left out)")
     return good
 
@@ -263,16 +263,19 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
     """The Run of one record, and the malformed fields found: [(field, problem)]."""
     f = Fields(res)
     derived = f.get("derived_from") is not None
-    gated = f.get("config.model.gated") is True
+    gated = f.get("config.model.gated")
+    if gated is not None and not isinstance(gated, bool):
+        f.note("config.model.gated", f"is {_show(gated)}, not true or false")
+    gated = gated is True
     variant, gates = gate_labels(_class_name(f.text("config.binarizer._target_")),
                                  _class_name(f.text("config.optimizer.gates._target_")))
-    if not gated and f.get("config.model.gated") is False:
+    if f.get("config.model.gated") is False:
         variant = "plain"
     method = f.text("method") or f.text("choices.method") or ("gated" if gated else "dense")
     kind, target = target_of(f, gated, derived)
     layers = f.get("gates.layers")
     if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
-        f._note("gates.layers", f"is {_show(layers)}, not a list of names")
+        f.note("gates.layers", f"is {_show(layers)}, not a list of names")
         layers = None
     channels = f.numbers("gates.channels", len(layers) if layers else None, "the layers are") or []
     layers = layers or [f"conv{i}" for i in range(len(channels))]
@@ -283,13 +286,13 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
     zeros = f.numbers("gates.final.zeros", len(channels) or None, "the layers are")
     dead = f.get("prune.dead_layers")
     if dead is not None and not isinstance(dead, list):
-        f._note("prune.dead_layers", f"is {_show(dead)}, not a list")
+        f.note("prune.dead_layers", f"is {_show(dead)}, not a list")
         dead = None
     if dead is None:  # no cut recorded: the layers whose every gate ended at zero
         dead = [n for n, z, c in zip(layers, zeros or [], channels) if c and z == c]
     dirty = f.get("env.dirty")
     if dirty is not None and not isinstance(dirty, bool) and dirty != "unknown":
-        f._note("env.dirty", f"is {_show(dirty)}, not true, false or \"unknown\"")
+        f.note("env.dirty", f"is {_show(dirty)}, not true, false or \"unknown\"")
         dirty = None
     tuned = "prune.finetune"
     fields = {"trained": "prune.test.dense.top1" if derived else "metrics.test.top1",
