@@ -26,10 +26,12 @@ def _figure(width: float, height: float):
     return Figure(figsize=(min(width, MAX_INCHES[0]), min(height, MAX_INCHES[1])), layout="constrained")
 
 
-def _empty(fig, text: str) -> None:
+def _save_unpruned(fig, path: str) -> None:
+    """A figure that says there is nothing to draw: no run was pruned."""
     ax = fig.add_subplot()
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.5, "no run has pruning results", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
+    fig.savefig(path, dpi=DPI)
 
 
 def _capped(handles: list, k: int = MAX_LEGEND) -> list:
@@ -210,8 +212,7 @@ def plot_accuracy_vs_flops(runs: list, path: str) -> None:
     fig = _figure(8.5, 5)
     pruned = [r for r in runs if r.pruned and r.pruned_flops_kept is not None and r.test["cut"] is not None]
     if not pruned:
-        _empty(fig, "no run has pruning results")
-        fig.savefig(path, dpi=DPI)
+        _save_unpruned(fig, path)
         return
     style = _variant_styles(runs)
     ax = fig.add_subplot()
@@ -274,8 +275,7 @@ def plot_kept_widths(runs: list, path: str) -> None:
     nrows = max(math.ceil(len(shown) / ncols), 1)
     fig = _figure(6.2 * ncols, 3.8 * nrows + 0.5)
     if not pruned:
-        _empty(fig, "no run has pruning results")
-        fig.savefig(path, dpi=DPI)
+        _save_unpruned(fig, path)
         return
     style = _variant_styles(runs)
     colors = _gamma_colors(r.gamma for r in pruned)
