@@ -36,4 +36,4 @@ fi
 OUTDIR=${OUTDIR:-outputs/gpu-paper}
 WANDB_MODE=${WANDB_MODE:-offline} python run.py -m experiment=paper method="$METHODS" dataset.root="$DATA" \
   trainer.epochs="$EPOCHS" trainer.progress=false $TRAIN hydra.sweep.dir="$OUTDIR"
-python -m gated_pruning.evidence gpu_paper "$OUTDIR" --out "$OUTDIR/report"
+python -m gated_pruning.reports.compare gpu_paper "$OUTDIR" --out "$OUTDIR/report"

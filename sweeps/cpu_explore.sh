@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The exploration behind README "Why the gates shrink whole layers": one run per remedy, all at a
+# The exploration behind README "Why the gates shrink whole layers" (docs/results.md): one run per remedy, all at a
 # FLOPs target of 50% on the CPU preset (VGG-16 x0.25, 4 epochs, real CIFAR-100, seed 0), in the
 # order they were tried. The first five ran before the budget's freeze existed (budget.freeze=null
 # reproduces them). Report: docs/results/cpu_explore (one row per folder).
@@ -35,8 +35,8 @@ run ste_pol $G $STE $POL model.gate_position=relu
 # is it the architecture or the training? b05_pol_r's widths trained from scratch
 run scr_polr method=scratch_e arch.run=$OUT/b05_pol_r
 # binary gates lag a budget ramp that ends at 50% of the run, and the freeze's forced cut does the
-# rest (README, gamma windows): the same budget as binary_f0.37_s0 with the ramp ending at 30%
+# rest (docs/results.md, gamma windows): the same budget as binary_f0.37_s0 with the ramp ending at 30%
 run bin_f037_ramp03 method=binary target_flops=0.37 budget.ramp=0.3
 
 bash sweeps/collect.sh "$OUT" docs/runs/cpu_explore
-python -m gated_pruning.evidence cpu_explore docs/runs/cpu_explore --label dir --readme README.md
+python -m gated_pruning.reports.compare cpu_explore docs/runs/cpu_explore --label dir --page docs/results.md

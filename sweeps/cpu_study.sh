@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU study behind docs/results/cpu_study and docs/results/gamma_window: every run, in order,
 # then the reports. Each run is one `python run.py experiment=cpu_cifar100 ...` (VGG-16 x0.25,
-# 4 epochs of the real CIFAR-100, see README "Results"); cuts of finished runs are one
+# 4 epochs of the real CIFAR-100, see docs/results.md); cuts of finished runs are one
 # `python -m gated_pruning.prune`. Runs are independent except where a cut or a scratch run
 # reads an earlier run, so they can be spread over machines; on a 2-core machine, two at a time
 # with OMP_NUM_THREADS=1 each did 1.4x the work of one at a time with two threads.
@@ -64,5 +64,5 @@ run $G/binary_f0.37_s0 method=binary target_flops=0.37 seed=0
 
 bash sweeps/collect.sh "$S" docs/runs/cpu_study
 bash sweeps/collect.sh "$G" docs/runs/gamma_window
-python -m gated_pruning.evidence cpu_study docs/runs/cpu_study --readme README.md
-python -m gated_pruning.evidence gamma_window docs/runs/gamma_window --readme README.md
+python -m gated_pruning.reports.compare cpu_study docs/runs/cpu_study --page docs/results.md
+python -m gated_pruning.reports.compare gamma_window docs/runs/gamma_window --page docs/results.md

@@ -1,6 +1,6 @@
 """Baselines at matched FLOPs: uniform channel scaling, the pruned architecture from scratch
 (Scratch-E/B), cuts to a FLOPs target (Network Slimming's global gate ranking, L1-norm filters per
-layer), the prune command's --target-flops, and the evidence report with its README section."""
+layer) and the prune command's --target-flops (their comparison report: test_compare.py)."""
 import json
 import os
 import subprocess
@@ -9,14 +9,11 @@ import sys
 import pytest
 import torch
 
-from gated_pruning import evidence, experiment
+from gated_pruning import experiment
 from gated_pruning.models.vgg import VGG, build, uniform_width, vgg_widths
 from gated_pruning.prune import compact, global_cut, target_masks
 
 from conftest import ROOT, make_cfg
-
-README = os.path.join(ROOT, "README.md")
-
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_uniform_width_matches_the_flops_target(target):
@@ -112,63 +109,6 @@ def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dens
     assert again.returncode == 2 and again.stderr.startswith("error: ") and "exists already" in again.stderr
 
 
-def fake(method, seed, top1, target=0.5, flops=0.5, tuned=None):
-    res = {"config": {"seed": seed, "model": {"gated": method != "dense"}, "target_flops": target,
-                      "binarizer": {"_target_": "gated_pruning.gates.NoBinarizer"}},
-           "choices": {"method": method}, "target_flops": target,
-           "metrics": {"test": {"top1": top1}},
-           "prune": {"test": {"compact": {"top1": top1}}, "kept": {"flops": flops, "params": flops}},
-           "cost": {"flops_kept": flops, "params_kept": flops}}
-    if tuned is not None:
-        res["prune"]["finetune"] = {"test": {"top1": tuned}}
-    return res
-
-
-def test_evidence_report_aggregates_seeds_and_keeps_the_readme_in_step(tmp_path):
-    runs = [fake("dense", s, t, None, 1.0) for s, t in ((0, 0.30), (1, 0.32))]
-    runs += [fake("uniform", s, t) for s, t in ((0, 0.28), (1, 0.29), (2, 0.27))]
-    runs += [fake("l1norm", 0, 0.10, tuned=0.25)]
-    sss = fake("sss", 0, 0.27)  # a gated training run: what its gates kept is listed
-    sss["prune"]["compact"] = {"widths": [4, 30]}
-    sss["cost"]["reference"] = {"widths": [16, 32]}
-    sss["gates"] = {"final": {"nonzero_mean": [0.5, 0.31]}}
-    runs += [sss]
-    for i, r in enumerate(runs):
-        (tmp_path / "runs" / str(i)).mkdir(parents=True)
-        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:t -->\nold\n<!-- /results:t -->\nend\n")
-    table = evidence.write("t", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
-    rows = [ln.split("|")[1:-1] for ln in table.splitlines()[2:]]
-    by = {r[0].strip(): [c.strip() for c in r] for r in rows}
-    assert by["dense"][9] == "31.00 ± 1.41" and by["dense"][10] == "2 (0, 1)"
-    assert by["uniform"][9] == "28.00 ± 1.00" and by["uniform"][4] == "50.00"
-    assert by["l1norm"][7] == "10.00" and by["l1norm"][8] == "25.00" and by["l1norm"][9] == "25.00"
-    text = readme.read_text()
-    assert evidence.readme_section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
-    assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| 6 | sss | float | 0.5 | 0 | 4/16 30/32 | 0 | 0.31 |" in (tmp_path / "out" / "t" / "results.md").read_text()
-    # one row per run folder: exploratory variants that share a method
-    table = evidence.write("v", [str(tmp_path / "runs")], str(tmp_path / "out"), label="dir")
-    rows = {ln.split("|")[1].strip(): ln.split("|")[10].strip() for ln in table.splitlines()[2:]}
-    assert rows == {"0": "30.00", "1": "32.00", "2": "28.00", "3": "29.00", "4": "27.00", "5": "25.00", "6": "27.00"}
-    # a README without the section is refused before anything is written
-    with pytest.raises(evidence.ReportError, match="no section"):
-        evidence.write("w", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
-    assert not (tmp_path / "out" / "w").exists()
-
-
-def test_readme_results_are_the_committed_reports():
-    """Every results section of the README equals the table its report command committed."""
-    text = open(README).read()
-    names = evidence.section_names(text)
-    assert names, "the README has no generated results section"
-    for name in names:
-        committed = open(os.path.join(ROOT, "docs", "results", name, "results.md")).read()
-        section = evidence.readme_section(text, name)
-        assert section is not None and section in committed, name
-
-
 @pytest.mark.parametrize("method", sorted(m[:-5] for m in os.listdir(os.path.join(ROOT, "conf", "method"))))
 def test_every_method_preset_runs_end_to_end(method, cut_run, tmp_path):
     """Every registered method trains, prunes and records its cost on the synthetic set."""
@@ -191,38 +131,3 @@ def test_sss_paper_is_the_authors_optimizer():
     assert cfg.optimizer.gates.clamp == "lookahead" and cfg.optimizer.gates.forward == "lookahead"
     assert cfg.optimizer.weights.nesterov is True and cfg.penalty._target_.endswith(".L1")
     assert cfg.model.gate_position == "bn" and cfg.binarizer._target_.endswith("NoBinarizer")
-
-
-def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_dead_layer(tmp_path):
-    """Fixed-gamma runs: the window by hand, a dead layer or too few FLOPs put a gamma outside."""
-    cases = [(1e-4, 0.95, []), (3e-4, 0.80, []), (1e-3, 0.50, []), (3e-3, 0.25, []), (1e-2, 0.40, ["conv3"]),
-             (3e-2, 0.10, [])]
-    for i, (gamma, flops, dead) in enumerate(cases):
-        r = fake("sss", 0, 0.2, target=None, flops=flops)
-        r["config"]["gamma"] = gamma
-        r["prune"]["dead_layers"] = dead
-        (tmp_path / "runs" / str(i)).mkdir(parents=True)
-        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- results:g -->\n<!-- /results:g -->\n")
-    body = evidence.write("g", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
-    # in the window: 3e-4, 1e-3, 3e-3 (1e-4 keeps 95%, 1e-2 has a dead layer, 3e-2 keeps 10%)
-    assert "- sss, float: gammas 0.0003 to 0.003 keep 20-90% of the FLOPs with no dead layer, " \
-        "a window of 1.00 decades" in body
-    assert "| sss | float | 0.01 | 40.0 | 1 | 20.00 | - | no |" in body
-    assert body.count("| sss (gamma ") == 6  # one row per gamma in the main table: no gamma is a seed
-    assert evidence.readme_section(readme.read_text(), "g") == body
-    assert body in (tmp_path / "out" / "g" / "results.md").read_text()
-    # a gamma outside between two inside ones: the gammas inside are not an interval, no width
-    r = fake("sss", 0, 0.2, target=None, flops=0.95)
-    r["config"]["gamma"] = 2e-3
-    (tmp_path / "runs" / "gap").mkdir()
-    (tmp_path / "runs" / "gap" / "results.json").write_text(json.dumps(r))
-    r = fake("slimming", 0, 0.2, target=None, flops=1.0)  # and a method with no gamma inside
-    r["config"]["gamma"] = 1e-4
-    (tmp_path / "runs" / "none").mkdir()
-    (tmp_path / "runs" / "none" / "results.json").write_text(json.dumps(r))
-    body = evidence.write("g", [str(tmp_path / "runs")], str(tmp_path / "out2"), None)
-    assert "- sss, float: the gammas that keep 20-90% of the FLOPs with no dead layer (0.0003, 0.001, 0.003) " \
-        "are not one interval: a gamma between them does not; no window" in body and "decades" not in body
-    assert "- slimming, float: no gamma tried keeps 20-90% of the FLOPs with no dead layer (tried: 0.0001)" in body

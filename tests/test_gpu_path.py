@@ -48,7 +48,7 @@ def test_split_and_join_give_the_same_bytes_and_refuse_a_damaged_part(tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="bash script")
 def test_gpu_script_runs_every_stage_at_toy_size_on_the_cpu(tmp_path):
-    """Staged parts in, benchmark ratios, throughput, a 1-epoch multirun and its evidence report out."""
+    """Staged parts in, benchmark ratios, throughput, a 1-epoch multirun and its comparison report out."""
     src = tmp_path / "cifar100.npz"
     fake_cifar100(src)
     data = tmp_path / "data"

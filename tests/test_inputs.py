@@ -12,7 +12,8 @@ import shutil
 import pytest
 import torch
 
-from gated_pruning import cli, evaluate, prune, report
+from gated_pruning import cli, evaluate, prune
+from gated_pruning.reports import sweep
 from gated_pruning.config import RULES, check_config, problems
 
 from conftest import CONF, make_cfg, preset_needs, run_py, snapshot
@@ -422,7 +423,7 @@ def report_cases(run, odd):
 
 @pytest.mark.parametrize("name,main,cases", [("prune", prune.main, prune_cases),
                                              ("evaluate", evaluate.main, evaluate_cases),
-                                             ("report", report.main, report_cases)])
+                                             ("report", sweep.main, report_cases)])
 def test_every_bad_tool_input_is_one_line_and_writes_nothing(name, main, cases, finished_run, odd_files, capsys):
     before, odd_before = snapshot(finished_run), snapshot(odd_files)
     for argv, needle in cases(finished_run, odd_files):
@@ -444,7 +445,7 @@ def test_report_skips_an_unreadable_results_json_with_a_warning(finished_run, od
     shutil.copytree(odd_files / "corrupt", mixed / "corrupt")
     (mixed / "good").mkdir()
     shutil.copy(finished_run / "results.json", mixed / "good" / "results.json")
-    code, err = tool(capsys, report.main, mixed)
+    code, err = tool(capsys, sweep.main, mixed)
     assert code == 0 and "warning: skipping" in err and "corrupt/run/results.json" in err
     assert (mixed / "report" / "report.md").read_text().count("| good |") == 1
 
@@ -466,6 +467,6 @@ def test_a_failing_or_stopped_tool_leaves_no_partial_output(finished_run, tmp_pa
 
     def stop(*args):
         raise Interrupted("SIGINT")
-    monkeypatch.setattr(report, "markdown_report", stop)  # after the plots
-    code, err = tool(capsys, report.main, finished_run, "--out", out)
+    monkeypatch.setattr(sweep, "markdown_report", stop)  # after the plots
+    code, err = tool(capsys, sweep.main, finished_run, "--out", out)
     assert code == 130 and os.listdir(tmp_path) == []

@@ -1,4 +1,4 @@
-"""The sweep report (`python -m gated_pruning.report`) and the W&B sweep files in sweeps/."""
+"""The sweep report (`python -m gated_pruning.reports.sweep`) and the W&B sweep files in sweeps/."""
 import glob
 import json
 import math
@@ -11,9 +11,9 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gated_pruning import report
+from gated_pruning.reports import sweep as report
 
-from conftest import ROOT, make_cfg, run_py
+from conftest import ROOT, make_cfg, run_py, snapshot
 
 SMALL = ("dataset.train_size=64", "dataset.batch_size=32", "dataset.test_size=32",  # seconds a run
          "trainer.log_every=1")
@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_report(*args):
-    return subprocess.run([sys.executable, "-m", "gated_pruning.report", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "gated_pruning.reports.sweep", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -141,6 +141,88 @@ def test_report_of_an_empty_dir_is_one_error_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "results.json" in lines[0], r.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_a_val_column_when_a_run_held_out_a_validation_split(tmp_path):
+    import stub_records
+
+    stub_records.write(tmp_path, "v", stub_records.record("sss", 0, 0.30, val=0.41, target=None, kind=None))
+    stub_records.write(tmp_path, "t", stub_records.record("sss", 0, 0.29, target=None, kind=None, gamma=2e-3))
+    md, _ = report.write_report(str(tmp_path))
+    header, rows = table(open(md).read())
+    assert header[3:5] == ["top-1 %", "val top-1 %"]
+    assert [row[:5] for row in rows] == [["v", "apg-float", "0.001", "30.00", "41.00"],
+                                         ["t", "apg-float", "0.002", "29.00", "-"]]
+
+
+def test_a_malformed_record_is_one_warning_line_and_the_rest_is_reported(tmp_path, capsys):
+    """A hand-edited field of the wrong type and a shortened list: one line naming the file and the
+    fields; the run's other columns and the other runs are reported."""
+    good, bad = fake_results(1e-3), fake_results(1e-2, pruned=False)
+    bad["metrics"]["test"]["top1"] = "fifty"
+    bad["gates"]["final"]["zeros"] = [1]  # two layers
+    for name, res in (("good", good), ("bad", bad)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    assert report.main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {tmp_path / 'bad' / 'results.json'}: malformed "), err
+    assert 'metrics.test.top1 is "fifty", not a finite number' in err[0]
+    assert "gates.final.zeros has 1 entries, the layers are 2" in err[0]
+    header, rows = table((tmp_path / "report" / "report.md").read_text())
+    assert rows == [["good", "apg-float", "0.001", "50.00", "40.00", "25.0", "50.0", "x2.00", "0.25 0.75"],
+                    ["bad", "apg-float", "0.01", "-", "-", "-", "-", "-", "-"]]
+
+
+def test_out_is_replaced_only_when_the_report_wrote_it(tmp_path, capsys):
+    from gated_pruning.reports import output
+
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "results.json").write_text(json.dumps(fake_results(1e-3)))
+    runs = str(tmp_path / "runs")
+    # another tool's folder (a comparison's files) and a folder of the user's: refused, untouched
+    for name, files in (("comparison", ("results.md", "accuracy_vs_flops.png", "runs.json")), ("mine", ("a.txt",))):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_text(f"{name} {f}")
+        before = snapshot(tmp_path)
+        assert report.main([runs, "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds files this tool did not write" in err[0]
+        assert snapshot(tmp_path) == before
+    # its own report, from before the marker file (only report.md and the plots) and after it: replaced
+    old = tmp_path / "runs" / "report"
+    old.mkdir()
+    (old / "report.md").write_text("# Report: earlier\n")
+    (old / "kept_widths.png").write_text("old plot")
+    for _ in range(2):
+        assert report.main([runs]) == 0
+        assert sorted(os.listdir(old)) == sorted([output.MARKER, "report.md", *report.PLOTS])
+        assert (old / "kept_widths.png").read_bytes().startswith(PNG_MAGIC)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["a", "report"]  # no temporary folder left
+    assert oct(os.stat(old).st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_plots_of_200_runs_stay_readable(tmp_path):
+    """200 runs of 40 settings: each plot within MAX_INCHES at DPI (before: 27,000-pixel PNGs)."""
+    from PIL import Image
+
+    import stub_records
+    from gated_pruning.reports import plots
+
+    stub_records.sweep(tmp_path / "runs", 200)
+    md, runs = report.write_report(str(tmp_path / "runs"))
+    assert len(runs) == 200 and "40 settings" in open(md).read()
+    limit = [plots.MAX_INCHES[0] * plots.DPI, plots.MAX_INCHES[1] * plots.DPI]
+    for name in report.PLOTS:
+        w, h = Image.open(tmp_path / "runs" / "report" / name).size
+        assert w <= limit[0] and h <= limit[1], (name, w, h)
 
 
 def sample(spec):

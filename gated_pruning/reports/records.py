@@ -1,0 +1,363 @@
+"""The one reader of run records: every results.json below a folder becomes a `Run`, and every
+label a report shows is decided here, once: the method, the gate kind, the FLOPs target and what
+it meant, the gamma in effect at the end, the thread setting and the code commit.
+
+Two kinds of record are read: a training run's (`experiment.run`) and the record that
+`python -m gated_pruning.prune` writes for a cut of a finished run (it carries `derived_from`).
+Older records (all of docs/runs/) lack `target`, `env`, `time` and the validation numbers: the
+target is derived from their config, the rest shows "-". A record that is not JSON, or has no
+config, is skipped; a field that is present but malformed (a hand-edited type, a shortened list)
+is one `warning:` line naming the file and the fields, and the rest of the run is reported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+
+from gated_pruning.cli import readable_dir
+from gated_pruning.errors import UserError
+
+RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
+TARGET_KINDS = ("budget", "uniform", "cut", "arch_run")
+GATE_OPTIMIZERS = {"APG": "apg", "GateSGD": "sgd"}
+# binarizer class: (its short name in a variant, `apg-threshold`; the gate kind a comparison names)
+GATE_KINDS = {"NoBinarizer": ("float", "float"),
+              "ThresholdBinarizer": ("threshold", "binary (threshold STE)"),
+              "StochasticBinarizer": ("stochastic", "binary (stochastic STE)"),
+              "HardConcreteBinarizer": ("hardconcrete", "binary (hard concrete)")}
+STAGES = ("trained", "cut", "finetuned")  # the networks a record measures, in order
+
+
+class ReportError(UserError):
+    """A problem with a report's input folders: reported as one `error:` line."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One run record, read and labelled. Fractions as given in the record (0.3 = 30%)."""
+    path: str  # the results.json, as found below the folder given
+    name: str  # its folder relative to that folder
+    method: str  # `method=` choice, a prune record's --method, else "gated" / "dense"
+    gated: bool
+    variant: str  # gate optimizer and gates, `apg-float`; `plain` without gates
+    gates: str  # the gate kind, `binary (threshold STE)`; "-" without gates
+    gamma: float | None  # as configured
+    target_kind: str | None  # budget, uniform, cut, arch_run (TARGET_KINDS), None without a target
+    target: float | None  # the FLOPs fraction the target asked for
+    gamma_end: float | None  # the penalty's gamma when training ended (a budget moves it)
+    gamma_at_freeze: float | None  # a budget that froze the architecture: its gamma just before
+    seed: int | None
+    epochs: int | None  # training epochs (a cut: those of the run it was cut from)
+    finetune_epochs: int | None  # a prune record's fine-tuning epochs
+    derived: bool  # a prune record for a cut of a finished run
+    test: dict  # {stage: top-1 or None} for STAGES
+    val: dict  # the same on the validation split (None: no split, or an older record)
+    flops_kept: float | None  # against the dense reference (`cost`), else the cut's
+    params_kept: float | None
+    pruned: bool  # has a complete prune section
+    pruned_flops_kept: float | None  # the cut against the network it was cut from
+    pruned_params_kept: float | None
+    speedup: float | None
+    threads: int | None  # env.threads: part of what a number depends on
+    device: str | None
+    commit: str | None
+    dirty: bool | str | None
+    layers: list
+    channels: list
+    history: list
+    final_zeros: list | None
+    nonzero_mean: list | None
+    dense_widths: list | None  # prune.dense.widths: the network before the cut
+    kept_widths: list | None
+    reference_widths: list | None  # cost.reference.widths: the dense network FLOPs count against
+    dead_layers: list
+    stage: str  # the network the run delivers (STAGES): fine-tuned if it was, else as cut, else as trained
+    row: str = ""  # what names the run's row in a comparison: its method, or its folder (set by the view)
+
+    @property
+    def final(self) -> float | None:
+        return self.test[self.stage]
+
+    @property
+    def final_val(self) -> float | None:
+        """Val top-1 of the same network as `final` (never of another stage)."""
+        return self.val[self.stage]
+
+    @property
+    def fixed_gamma(self) -> float | None:
+        """The gamma of a gated run without a FLOPs target: it is what sets the run's FLOPs."""
+        return self.gamma if self.gated and self.target is None else None
+
+    @property
+    def epochs_label(self) -> str:
+        e = "-" if self.epochs is None else str(self.epochs)
+        return f"{e}+{self.finetune_epochs or 0}" if self.derived else e
+
+    @property
+    def thread_setting(self) -> tuple:
+        """What reduction order a run's numbers come from: (threads, device); (None, None) for
+        a record without `env`, an unknown setting of its own."""
+        return (self.threads, self.device) if self.threads is not None else (None, None)
+
+    @property
+    def sparsity(self) -> list | None:
+        """The fraction of each layer's channels removed (from the final gate counts when unpruned)."""
+        if self.pruned:
+            return [1 - k / d if d else 0.0 for k, d in zip(self.kept_widths, self.dense_widths)]
+        if self.final_zeros and self.channels:
+            return [z / c if c else 0.0 for z, c in zip(self.final_zeros, self.channels)]
+        return None
+
+
+class Fields:
+    """Typed access to one record. A field that is absent or null reads as None; one that is
+    present but of the wrong type or length also reads as None, and is noted in `bad`."""
+
+    def __init__(self, res: dict):
+        self.res, self.bad = res, []
+
+    def note(self, path: str, problem: str) -> None:
+        if not any(path == p or path.startswith(p + ".") for p, _ in self.bad):
+            self.bad.append((path, problem))
+
+    def get(self, path: str):
+        d, walked = self.res, []
+        for key in path.split("."):
+            if d is None:
+                return None
+            if not isinstance(d, dict):
+                self.note(".".join(walked), f"is {_show(d)}, not an object")
+                return None
+            walked.append(key)
+            d = d.get(key)
+        return d
+
+    def obj(self, path: str) -> dict | None:
+        v = self.get(path)
+        if v is None or isinstance(v, dict):
+            return v
+        self.note(path, f"is {_show(v)}, not an object")
+        return None
+
+    def number(self, path: str, integer: bool = False) -> float | None:
+        v = self.get(path)
+        if v is None:
+            return None
+        if _number(v) is None or (integer and v != int(v)):
+            self.note(path, f"is {_show(v)}, not {'an integer' if integer else 'a finite number'}")
+            return None
+        return int(v) if integer else float(v)
+
+    def text(self, path: str, choices=None) -> str | None:
+        v = self.get(path)
+        if v is None:
+            return None
+        if not isinstance(v, str) or (choices and v not in choices):
+            self.note(path, f"is {_show(v)}, not " + (f"one of {', '.join(choices)}" if choices else "text"))
+            return None
+        return v
+
+    def numbers(self, path: str, length: int | None = None, of: str = "") -> list | None:
+        """A list of finite numbers (of `length` entries when given: `of` says whose length)."""
+        v = self.get(path)
+        if v is None:
+            return None
+        if not isinstance(v, list) or any(_number(x) is None for x in v):
+            self.note(path, f"is {_show(v)}, not a list of numbers")
+            return None
+        if length is not None and len(v) != length:
+            self.note(path, f"has {len(v)} entries, {of} {length}")
+            return None
+        return v
+
+
+def _number(x) -> float | None:
+    """x as a finite float, or None for anything else (text, a bool, NaN)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def _show(v) -> str:
+    text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _class_name(target) -> str | None:
+    return target.rsplit(".", 1)[-1] if isinstance(target, str) else None
+
+
+def gate_labels(binarizer_class: str | None, optimizer_class: str | None) -> tuple[str, str]:
+    """(variant, gate kind) of a gated run: `apg-threshold`, `binary (threshold STE)`."""
+    name = binarizer_class or "NoBinarizer"
+    short, kind = GATE_KINDS.get(name, (name.lower(), name.lower()))
+    opt = optimizer_class or "?"
+    return f"{GATE_OPTIMIZERS.get(opt, opt.lower())}-{short}", kind
+
+
+def target_of(f: Fields, gated: bool, derived: bool) -> tuple[str | None, float | None]:
+    """(kind, FLOPs fraction) of a record's target: `target` in new records; derived from
+    `target_flops` and the config in older ones, where that key meant a budget, a uniform width
+    or a cut depending on other keys."""
+    if f.get("target") is not None:
+        if f.obj("target") is None:
+            return None, None
+        return f.text("target.kind", TARGET_KINDS), f.number("target.flops")
+    top = f.number("target_flops")
+    if derived:  # the prune tool's --target-flops
+        return ("cut" if top is not None else None), top
+    cut = f.number("config.prune.target_flops")
+    if cut is not None:
+        return "cut", cut
+    configured = f.number("config.target_flops")
+    source = f.text("config.arch.source")
+    if source == "uniform":
+        return "uniform", top if top is not None else configured
+    if source == "run":  # the FLOPs target of the run whose widths it retrains
+        return "arch_run", top
+    if gated and configured is not None and f.get("config.budget.enabled") is not False:
+        return "budget", top if top is not None else configured  # records before `budget` existed too
+    return None, None
+
+
+def _freeze_gamma(history: list) -> float | None:
+    """The gamma just before a budget froze the architecture (the freeze sets it to 0)."""
+    if not history or history[-1].get("frozen") is not True:
+        return None
+    before = [h.get("gamma") for h in history if h.get("frozen") is False and _number(h.get("gamma")) is not None]
+    return float(before[-1]) if before else None
+
+
+def _per_layer(xs, channels: list, row: int | None = None) -> bool:
+    """A list with one number (or, with `row`, one list of `row` numbers) per layer."""
+    if not isinstance(xs, list) or (channels and len(xs) != len(channels)):
+        return False
+    if row is None:
+        return all(_number(x) is not None for x in xs)
+    return all(isinstance(x, list) and len(x) == row and all(_number(q) is not None for q in x) for x in xs)
+
+
+def _history(f: Fields, channels: list) -> list:
+    """The gate history's entries with a step and per-layer zeros; malformed entries noted once."""
+    history = f.get("gates.history")
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        f.note("gates.history", f"is {_show(history)}, not a list")
+        return []
+    good, broken = [], []
+    for i, h in enumerate(history):
+        ok = isinstance(h, dict) and _number(h.get("step")) is not None and _per_layer(h.get("zeros"), channels) \
+            and (h.get("quantiles") is None or _per_layer(h["quantiles"], channels, row=5))  # stats.QUANTILES
+        (good if ok else broken).append(h if ok else i)
+    if broken:
+        f.note("gates.history", f"entries {', '.join(map(str, broken[:3]))}{' ...' if len(broken) > 3 else ''} "
+                f"of {len(history)} lack a step or per-layer zeros or quantiles (left out)")
+    return good
+
+
+def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
+    """The Run of one record, and the malformed fields found: [(field, problem)]."""
+    f = Fields(res)
+    derived = f.get("derived_from") is not None
+    gated = f.get("config.model.gated")
+    if gated is not None and not isinstance(gated, bool):
+        f.note("config.model.gated", f"is {_show(gated)}, not true or false")
+    gated = gated is True
+    variant, gates = gate_labels(_class_name(f.text("config.binarizer._target_")),
+                                 _class_name(f.text("config.optimizer.gates._target_")))
+    if f.get("config.model.gated") is False:
+        variant = "plain"
+    method = f.text("method") or f.text("choices.method") or ("gated" if gated else "dense")
+    kind, target = target_of(f, gated, derived)
+    layers = f.get("gates.layers")
+    if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
+        f.note("gates.layers", f"is {_show(layers)}, not a list of names")
+        layers = None
+    channels = f.numbers("gates.channels", len(layers) if layers else None, "the layers are") or []
+    layers = layers or [f"conv{i}" for i in range(len(channels))]
+    history = _history(f, channels)
+    dense = f.numbers("prune.dense.widths")
+    kept = f.numbers("prune.compact.widths", len(dense) if dense else None, "the dense widths are")
+    pruned = bool(dense and kept)
+    zeros = f.numbers("gates.final.zeros", len(channels) or None, "the layers are")
+    dead = f.get("prune.dead_layers")
+    if dead is not None and not isinstance(dead, list):
+        f.note("prune.dead_layers", f"is {_show(dead)}, not a list")
+        dead = None
+    if dead is None:  # no cut recorded: the layers whose every gate ended at zero
+        dead = [n for n, z, c in zip(layers, zeros or [], channels) if c and z == c]
+    dirty = f.get("env.dirty")
+    if dirty is not None and not isinstance(dirty, bool) and dirty != "unknown":
+        f.note("env.dirty", f"is {_show(dirty)}, not true, false or \"unknown\"")
+        dirty = None
+    tuned = "prune.finetune"
+    fields = {"trained": "prune.test.dense.top1" if derived else "metrics.test.top1",
+              "cut": "prune.test.compact.top1", "finetuned": f"{tuned}.test.top1"}
+    test = {stage: f.number(field) for stage, field in fields.items()}
+    # the last stage the record measured, even where its number is malformed: never an earlier one instead
+    stage = next((s for s in reversed(STAGES) if f.get(fields[s]) is not None), "trained")
+    val = {"trained": f.number("prune.val.dense.top1" if derived else "metrics.val.top1"),
+           "cut": f.number("prune.val.compact.top1"), "finetuned": f.number(f"{tuned}.val.top1")}
+    flops, params = f.number("cost.flops_kept"), f.number("cost.params_kept")
+    cut_flops, cut_params = f.number("prune.kept.flops"), f.number("prune.kept.params")
+    run = Run(
+        path=path, name=name, method=method, gated=gated, variant=variant, gates=gates if gated else "-",
+        gamma=f.number("config.gamma"), target_kind=kind, target=target,
+        gamma_end=f.number("gates.gamma_final"), gamma_at_freeze=_freeze_gamma(history),
+        seed=f.number("config.seed", integer=True), epochs=f.number("config.trainer.epochs", integer=True),
+        finetune_epochs=f.number(f"{tuned}.epochs", integer=True), derived=derived, test=test, val=val,
+        flops_kept=flops if flops is not None else cut_flops, params_kept=params if params is not None else cut_params,
+        pruned=pruned, pruned_flops_kept=cut_flops if pruned else None,
+        pruned_params_kept=cut_params if pruned else None, speedup=f.number("prune.speedup") if pruned else None,
+        threads=f.number("env.threads", integer=True), device=f.text("env.device"), commit=f.text("env.commit"),
+        dirty=dirty,
+        layers=layers, channels=channels, history=history, final_zeros=zeros,
+        nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
+        dense_widths=dense, kept_widths=kept,
+        reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage)
+    return run, f.bad
+
+
+def find_results(root: str) -> list[str]:
+    """Every results.json below `root`, in a stable order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if RESULTS in filenames:
+            found.append(os.path.join(dirpath, RESULTS))
+    return found
+
+
+def load(root: str) -> list[Run]:
+    """The runs below `root`: a `warning:` line for each record skipped (not JSON, no config)
+    and for each record with malformed fields; a ReportError when none is left."""
+    readable_dir(root)
+    paths = find_results(root)
+    if not paths:
+        raise ReportError(f"no {RESULTS} found under {root}")
+    runs = []
+    for path in paths:
+        try:
+            with open(path) as fh:
+                res = json.load(fh)
+        except (OSError, ValueError) as e:
+            print(f"warning: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
+            what = "not a JSON object" if not isinstance(res, dict) else \
+                f"config is {_show(res['config'])}, not an object" if "config" in res else "no config"
+            print(f"warning: skipping {path}: not the record of a run ({what})", file=sys.stderr)
+            continue
+        name = os.path.relpath(os.path.dirname(path), root)
+        run, bad = read_run(res, path, os.path.basename(os.path.abspath(root)) if name == "." else name)
+        if bad:
+            print(f"warning: {path}: malformed {'; '.join(f'{p} {what}' for p, what in bad)}: shown as \"-\", "
+                  "the rest of the run is reported", file=sys.stderr)
+        runs.append(run)
+    if not runs:
+        raise ReportError(f"no readable {RESULTS} under {root}")
+    return runs
