@@ -41,9 +41,9 @@ cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, 
 stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val (seed 0): r1 is
   # cpu_cifar100's (lr 0.05, no warm-up, no smoothing; seeds 0, 1, also in float32: the bf16 check),
   # r2 the preset's (lr 0.1, 1 epoch of warm-up, label smoothing 0.1), r3 r2 at batch 256 and lr 0.2
-  cell 'r1_amp%_s0' trainer.amp true,false method=dense trainer.epochs=8 optimizer.lr=0.05 \
+  cell 'r1_amp%_s0' trainer.amp True,False method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=0
-  cell 'r1_amp%_s1' trainer.amp true,false method=dense trainer.epochs=8 optimizer.lr=0.05 \
+  cell 'r1_amp%_s1' trainer.amp True,False method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=1
   cell 'r2_b%_s0' dataset.batch_size 128 method=dense trainer.epochs=8 seed=0
   cell 'r3_b%_s0' dataset.batch_size 256 method=dense trainer.epochs=8 optimizer.lr=0.2 seed=0
@@ -53,12 +53,13 @@ stage_curve() {  # the dense network's val top-1 against epochs, recipe r2 (the 
   cell 'dense_e%_s0' trainer.epochs 32,4,16 method=dense seed=0
 }
 
-stage_budget() {  # binary gates in the regime: fixed gammas (where do they land?) and the budget's
-  # settings at a target of 0.37, seed 0, chosen on val
-  cell 'binary_g%_s0' gamma 1e-4,2e-4,4e-4 method=binary seed=0
-  cell 'binary_f0.37_%_s0' budget.freeze_on_target false method=binary target_flops=0.37 seed=0
-  cell 'binary_f0.37_ramp0.3_reopen_%_s0' budget.freeze_on_target true method=binary target_flops=0.37 \
-    budget.ramp=0.3 budget.reopen=true seed=0
+stage_budget() {  # binary gates in the regime, seed 0, chosen on val: where fixed gammas land, and
+  # the budget at a target of 0.37: as before (ramp to 50% of the run, freeze at 60%) and with the
+  # freeze at the target as soon as the ramp is over, reopening an overshoot (ramps to 50% and 30%)
+  cell 'binary_g%_s0' gamma 1e-4,2e-4,4e-4,8e-4 method=binary seed=0
+  cell 'binary_f0.37_ramp%_fot_s0' budget.ramp 0.5,0.3 method=binary target_flops=0.37 \
+    budget.freeze_on_target=true budget.reopen=true seed=0
+  cell 'binary_f0.37_s%' seed 0 method=binary target_flops=0.37
 }
 
 case $STAGE in
