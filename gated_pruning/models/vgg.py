@@ -1,8 +1,8 @@
 """VGG for 32x32 inputs, defined by a list of widths; every conv is conv -> BN -> gate -> ReLU.
 
 `vgg_widths(depth, width)` gives the layer list ("M" is a 2x2 max-pool). The same `VGG` class
-builds the gated network that is trained and, with `gated=False` and the kept widths, the
-physically smaller network that pruning returns.
+builds the gated network that is trained and, with `gated=False`, the plain network. Its units
+(`protocol.py`) are the conv layers, one gate per output channel.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gated_pruning import distributed
 from gated_pruning.gates import Gate
+from gated_pruning.models.layers import GatedBatchNorm2d
+from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
 
 CONFIGS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -41,14 +42,13 @@ GATE_POSITIONS = ("bn", "relu")
 class ConvBlock(nn.Module):
     """conv3x3 -> BatchNorm -> ReLU, with the gate multiplying each channel.
 
-    `gate_position="bn"`: the gate multiplies the batch-norm output before the ReLU, applied by
-    scaling the BN affine parameters (gate*(w*xhat + b) == (gate*w)*xhat + gate*b): no extra pass
-    over the activation. But a gate at exactly 0 then gets no gradient (ReLU's derivative at 0 is
-    0), so a channel once pruned can never come back. `gate_position="relu"`: the gate multiplies
-    the block's output after the ReLU (the structure's output, as SSS puts it): the same function
-    for gates >= 0, one more multiply, and a closed gate still sees d(loss)/d(gate) = the
-    gradient of reopening its channel. Under torchrun, training-mode batch norm uses the
-    statistics of the global batch (`distributed.sync_batch_norm`).
+    `gate_position="bn"`: the gate multiplies the batch-norm output before the ReLU, folded into
+    the BN affine parameters (`layers.GatedBatchNorm2d`): no extra pass over the activation. But a
+    gate at exactly 0 then gets no gradient (ReLU's derivative at 0 is 0), so a channel once
+    pruned can never come back. `gate_position="relu"`: the gate multiplies the block's output
+    after the ReLU (the structure's output, as SSS puts it): the same function for gates >= 0,
+    one more multiply, and a closed gate still sees d(loss)/d(gate) = the gradient of reopening
+    its channel.
     """
 
     def __init__(self, in_channels: int, out_channels: int, gate: Gate | None = None,
@@ -57,37 +57,38 @@ class ConvBlock(nn.Module):
         if gate_position not in GATE_POSITIONS:
             raise ValueError(f"model.gate_position={gate_position!r} is not one of {GATE_POSITIONS}")
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        if not bn_weight:  # the gate is the only per-channel scale (BN's weight stays 1)
-            self.bn.weight.requires_grad_(False)
+        folded = [gate] if gate is not None and gate_position == "bn" else []
+        self.bn = GatedBatchNorm2d(out_channels, folded, affine_weight=bn_weight or gate is None)
         self.gate = gate
         self.gate_position = gate_position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        bn = self.bn
-        weight, bias = bn.weight, bn.bias
-        g = self.gate.value() if self.gate is not None else None
-        if g is not None and self.gate_position == "bn":
-            weight, bias = weight * g, bias * g
-        if bn.training and distributed.world_size() > 1:
-            x = distributed.sync_batch_norm(x, bn, weight, bias)
-        else:
-            if bn.training:
-                bn.num_batches_tracked.add_(1)
-            x = F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias,
-                             bn.training, bn.momentum, bn.eps)
-        x = F.relu(x, inplace=True)
-        if g is not None and self.gate_position == "relu":
-            x = x * g.to(x.dtype).view(1, -1, 1, 1)  # in the activation's precision (bf16 under amp)
+        x = F.relu(self.bn(self.conv(x)), inplace=True)
+        if self.gate is not None and self.gate_position == "relu":
+            x = x * self.gate.value().to(x.dtype).view(1, -1, 1, 1)  # in the activation's precision (bf16 under amp)
         return x
 
+    @torch.no_grad()
+    def fold(self) -> None:
+        """The gate's kept value into the batch norm; the block is then plain."""
+        if self.gate is not None and self.gate_position == "relu":
+            g = self.gate.hard()
+            if bool((g < 0).any()):
+                raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
+                                 "gate_position=relu needs gates clamped at 0")
+            self.bn.fold(g)
+        else:
+            self.bn.fold()
+        self.gate = None
 
-class VGG(nn.Module):
+
+class VGG(GatedNetwork):
     """`layers`: conv widths and "M" (max-pool). With `gated`, every conv output channel has a
     gate (`gate_init` + `gate_jitter` noise, a `min_keep` floor per layer, see `gates.Gate`);
     `bn_weight=False` freezes batch norm's weight at 1 so the gate is the channel's only scale;
     `gate_position` puts the gate before ("bn") or after ("relu") the ReLU (see `ConvBlock`)."""
+
+    input_size = 32
 
     def __init__(self, layers: Layers, num_classes: int = 100, gated: bool = True,
                  gate_init: float = 1.0, binarizer=None, in_channels: int = 3,
@@ -122,30 +123,44 @@ class VGG(nn.Module):
         blocks = [m for m in self.features if isinstance(m, ConvBlock)]
         return [(f"conv{i}", b) for i, b in enumerate(blocks)]
 
-    def gates(self) -> list[Gate]:
-        return [b.gate for _, b in self.conv_blocks() if b.gate is not None]
-
     def widths(self) -> list[int]:
         return [b.conv.out_channels for _, b in self.conv_blocks()]
 
-    def flops(self, widths=None, size: int = 32):
-        """FLOPs of one image's forward pass (2 per multiply-add, convs and classifier, as
-        torch.utils.flop_counter counts) with the conv widths `widths` (default: this network's).
-        Works on numbers and on tensors (kept-channel counts on the device, for the budget)."""
-        return flops(self.layers, widths if widths is not None else self.widths(), self.in_channels,
-                     self.classifier.out_features, size)
+    # -- the protocol -----------------------------------------------------------------------
+    def units(self) -> list[Unit]:
+        return [Unit(name, "channels", b.conv.out_channels, 1) for name, b in self.conv_blocks()]
+
+    def gates(self) -> list[Gate]:
+        return [b.gate for _, b in self.conv_blocks() if b.gate is not None]
+
+    def cost_table(self) -> list[LayerCost]:
+        table, size, i = [], self.input_size, 0
+        for v in self.layers:
+            if v == "M":
+                size //= 2
+                continue
+            area = 2 * 9 * size * size
+            table.append(LayerCost(area * self.in_channels, (i,)) if i == 0 else LayerCost(area, (i - 1, i)))
+            i += 1
+        return table + [LayerCost(2 * self.classifier.out_features, (i - 1,))]
+
+    def _fold_gates(self) -> None:
+        for _, b in self.conv_blocks():
+            b.fold()
+        self.gated = False
+
+    def _channel_root(self, unit: int):
+        import torch_pruning as tp
+
+        return self.conv_blocks()[unit][1].conv, tp.prune_conv_out_channels
+
+    def _after_compact(self, masks) -> None:
+        widths = iter(self.widths())
+        self.layers = [v if v == "M" else next(widths) for v in self.layers]
 
     def channel_costs(self, size: int = 32) -> list[float]:
-        """Per conv layer, the FLOPs that removing one of its output channels saves in the dense
-        network: its share of this conv and of the next conv (or of the classifier)."""
-        widths = self.widths()
-        base = self.flops(widths, size)
-        out = []
-        for i in range(len(widths)):
-            less = list(widths)
-            less[i] -= 1
-            out.append(float(base - self.flops(less, size)))
-        return out
+        """Per conv layer, the FLOPs that removing one of its output channels saves."""
+        return self.unit_costs()
 
 
 def flops(layers: Layers, widths, in_channels: int, num_classes: int, size: int = 32):

@@ -1,0 +1,170 @@
+"""What a gated model offers the rest of the code: its prunable units, their FLOPs, and the
+physically smaller network that pruning makes. Nothing outside `models/` knows a layer of a VGG
+or a ResNet; training, penalties, the budget, pruning, baselines and reports talk to this.
+
+A **unit** is what one gate decides: `kind="channels"`, one gate value per channel of a channel
+group (a conv layer's outputs; in a residual network, a block's inner channels, or a residual
+stream's channels, coupled across every layer that reads or writes them), or `kind="block"`, one
+value for a whole residual branch (SSS's block selection). `minimum` is the fewest values pruning
+keeps open: 1 for channels (a group with none kills the network), 0 for a block (its removal
+leaves the shortcut). A plain network has the same units, without gates (the baselines cut and
+rescale them).
+
+FLOPs are a table of layers, each `coef * prod(counts[u] for u in factors)`: a conv's FLOPs are
+its kernel area times output pixels times its input and output channel counts, each of which is
+a unit's count (or fixed, folded into `coef`); a layer inside a residual branch has the branch's
+block unit as a factor too. `flops(counts)` evaluates the table for any kept counts, on numbers or
+on device tensors (the budget calls it every step); 2 FLOPs per multiply-add, convs and linear
+layers, as `torch.utils.flop_counter` counts.
+
+A model implements `GatedNetwork` by providing `units()`, `gates()` (one per unit, None where a
+unit has no gate), `cost_table()`, `_fold_gates()` (turn the gates into batch-norm parameters),
+`_channel_root(unit)` (the layer and pruning function whose Torch-Pruning dependency group is
+that unit's channels) and, for block units, `_remove_blocks(units)`. `compact(masks)` then does the
+rest: fold, remove blocks, and remove channels group by group through Torch-Pruning's dependency
+graph (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+KINDS = ("channels", "block")
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    kind: str
+    size: int
+    minimum: int
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """FLOPs of one layer: `coef` times the product of the kept counts of the units `factors`."""
+    coef: float
+    factors: tuple[int, ...]
+
+
+class GatedNetwork(nn.Module):
+    """The protocol's shared machinery; subclasses describe their units and layers."""
+
+    # -- what a model describes -------------------------------------------------------------
+    def units(self) -> list[Unit]:
+        raise NotImplementedError
+
+    def gates(self) -> list:
+        """The gate of every unit, in unit order ([] for a plain network)."""
+        raise NotImplementedError
+
+    def cost_table(self) -> list[LayerCost]:
+        raise NotImplementedError
+
+    def _fold_gates(self) -> None:
+        """In place: every gate's kept value into the batch-norm parameters; gates removed."""
+        raise NotImplementedError
+
+    def _channel_root(self, unit: int):
+        """(layer, Torch-Pruning pruning function) whose dependency group is `unit`'s channels."""
+        raise NotImplementedError
+
+    def _remove_blocks(self, units: list[int]) -> None:
+        """In place: the residual branches of these block units go, their shortcuts stay."""
+        raise NotImplementedError(f"{type(self).__name__} has no block units")
+
+    # -- what every model gets --------------------------------------------------------------
+    def sizes(self) -> list[int]:
+        return [u.size for u in self.units()]
+
+    def flops(self, counts=None, table: list[LayerCost] | None = None):
+        """FLOPs of one image's forward pass with `counts[u]` of unit u kept (default: all)."""
+        counts = self.sizes() if counts is None else counts
+        total = 0
+        for layer in table or self.cost_table():
+            term = layer.coef
+            for u in layer.factors:
+                term = term * counts[u]
+            total = total + term
+        return total
+
+    def unit_costs(self) -> list[float]:
+        """Per unit, the FLOPs that closing one of its gate values saves in the dense network
+        (a block: the whole branch), the weights of the FLOPs-weighted penalties."""
+        sizes, table = self.sizes(), self.cost_table()
+        base = self.flops(sizes, table)
+        out = []
+        for u in range(len(sizes)):
+            less = list(sizes)
+            less[u] -= 1
+            out.append(float(base - self.flops(less, table)))
+        return out
+
+    def compact(self, masks: list[torch.Tensor]) -> nn.Module:
+        """A physically smaller plain copy: gates folded in, then per unit only the values in
+        `masks[u]` kept (a block whose mask is empty becomes its shortcut). `self` is unchanged.
+        Computes what the gated network computes when the removed gate values are zero."""
+        import torch_pruning as tp
+
+        units = self.units()
+        if len(masks) != len(units):
+            raise ValueError(f"{len(masks)} masks for {len(units)} units")
+        for u, m in zip(units, masks):
+            if int(m.sum()) < min(u.minimum, u.size):
+                raise ValueError(f"unit {u.name} keeps {int(m.sum())} of {u.size}, fewer than its minimum {u.minimum}")
+        small = copy.deepcopy(self)
+        with torch.no_grad():
+            small._fold_gates()
+        channel = [i for i, u in enumerate(units) if u.kind == "channels" and not bool(masks[i].all())]
+        roots = {i: small._channel_root(i) for i in channel}  # before blocks go: indices are of `self`
+        gone = [i for i, (u, m) in enumerate(zip(units, masks)) if u.kind == "block" and not bool(m.any())]
+        if gone:
+            small._remove_blocks(gone)
+        alive = {id(m) for m in small.modules()}
+        channel = [i for i in channel if id(roots[i][0]) in alive]  # inner channels of a removed block went with it
+        for p in small.parameters():
+            p.requires_grad_(True)  # a frozen BN weight too: the graph traces every parameter
+        if channel:
+            device = next(small.parameters()).device
+            example = torch.zeros(1, small.in_channels, small.input_size, small.input_size, device=device)
+            was = small.training
+            small.eval()
+            with torch.enable_grad():  # the dependency graph is traced through autograd
+                graph = tp.DependencyGraph().build_dependency(small, example_inputs=example, verbose=False)
+            with torch.no_grad():
+                for i in channel:
+                    layer, fn = roots[i]
+                    drop = (~masks[i].cpu()).nonzero().flatten().tolist()
+                    graph.get_pruning_group(layer, fn, idxs=drop).prune()
+            small.train(was)
+        small._after_compact(masks)
+        return small
+
+    def _after_compact(self, masks) -> None:
+        """Bookkeeping of a compacted copy (sizes of its units); nothing by default."""
+
+    def first_masks(self, counts) -> list[torch.Tensor]:
+        """Masks keeping the first `counts[u]` values of each unit (for rebuilt architectures)."""
+        out = []
+        for u, k in zip(self.units(), counts):
+            m = torch.zeros(u.size, dtype=torch.bool)
+            m[:int(k)] = True
+            out.append(m)
+        return out
+
+
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Fresh weights for every layer (a rebuilt architecture trained from scratch)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
+    return model
