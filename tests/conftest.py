@@ -39,9 +39,12 @@ def run_py(*args, cwd=None, env=None, timeout=3000):
 
 def preset_needs(run_dir) -> dict:
     """{group=option: the overrides its user must add}: the run whose architecture a scratch
-    preset retrains, the FLOPs that method=uniform scales to."""
+    preset retrains, the FLOPs that method=uniform scales to and the cut presets cut to, the
+    penalty that hard-concrete gates need (and the gates that the L0 penalty needs)."""
     return {"method=scratch_e": [f"arch.run={run_dir}"], "method=scratch_b": [f"arch.run={run_dir}"],
-            "method=uniform": ["target_flops=0.5"]}
+            "method=uniform": ["target_flops=0.5"], "method=l1norm": ["target_flops=0.5"],
+            "method=slimming": ["target_flops=0.5"], "binarizer=hard_concrete": ["penalty=l0"],
+            "penalty=l0": ["binarizer=hard_concrete"]}
 
 
 def snapshot(d):

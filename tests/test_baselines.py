@@ -11,7 +11,8 @@ import torch
 
 from gated_pruning import evidence, experiment
 from gated_pruning.models.vgg import VGG, build, uniform_width, vgg_widths
-from gated_pruning.prune import compact, global_cut, target_masks
+from gated_pruning.masks import global_cut, target_masks
+from gated_pruning.surgery import compact
 
 from conftest import ROOT, make_cfg
 

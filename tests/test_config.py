@@ -2,7 +2,7 @@
 import pytest
 from hydra.utils import instantiate
 
-from gated_pruning.cli import group_options
+from gated_pruning.preflight import group_options
 from gated_pruning.config import check_config
 from gated_pruning.optim import split_parameters
 

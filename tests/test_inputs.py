@@ -2,7 +2,7 @@
 job of a sweep included) and of the three tools gets one `error:` line before any work; a run
 never writes into another run's directory, and a refused run writes nothing anywhere.
 
-Most cases call the functions `run.py` and the tools call (`cli.preflight`, `prune.main`, ...)
+Most cases call the functions `run.py` and the tools call (`launch.prepare`, `prune.main`, ...)
 in this process: the same code, without a second of interpreter start-up each. A few go
 through `run.py` itself to check the wiring (exit status, stderr, the files on disk)."""
 import json
@@ -12,12 +12,13 @@ import shutil
 import pytest
 import torch
 
-from gated_pruning import cli, evaluate, prune, report
+from gated_pruning import evaluate, launch, prune, pruning, report
 from gated_pruning.config import RULES, check_config, problems
+from gated_pruning.preflight import group_options, quote
 
 from conftest import CONF, make_cfg, preset_needs, run_py, snapshot
 
-GROUPS = cli.group_options(CONF)
+GROUPS = group_options(CONF)
 
 
 def one_error_line(err: str) -> str:
@@ -67,7 +68,7 @@ def test_a_key_without_a_rule_is_refused():
 def preflight(capsys, *argv):
     """(exit status, the one error line) of run.py's checks for this command line."""
     with pytest.raises(SystemExit) as e:
-        cli.preflight(list(argv))
+        launch.prepare(list(argv))
     return e.value.code, one_error_line(capsys.readouterr().err)
 
 
@@ -128,14 +129,14 @@ BAD_RUNS = [
     ("budget.ramp=2", "budget.ramp=2 is outside [0, 1]"),
     ("budget.freeze=0", "budget.freeze=0 is outside (0, 1]"),
     ("budget.min_gamma=1 budget.max_gamma=0.1", "budget.min_gamma=1 is above budget.max_gamma=0.1"),
-    ("arch.source=uniform", "arch.source=uniform needs target_flops"),
-    ("arch.source=uniform target_flops=0.5", "arch.source=uniform trains a plain network"),
+    ("arch.source=uniform", "arch.source=uniform needs arch.target_flops"),
+    ("arch.source=uniform arch.target_flops=0.5", "arch.source=uniform trains a plain network"),
     ("arch.source=run model.gated=false", "arch.source=run needs arch.run="),
     ("arch.source=run arch.run=/nonexistent model.gated=false", "arch.run=/nonexistent: no results.json there"),
     ("arch.epochs=flops", "arch.epochs=flops scales the epochs by a reference network"),
     ("model.gate_position=middle", "model.gate_position='middle' is not one of bn, relu"),
     ("model.gate_position=relu optimizer.gates.clamp=none", "model.gate_position=relu with float gates needs them clamped"),
-    ("model.min_keep=-1", "model.min_keep=-1 must be >= 0"),
+    ("model.min_keep=-1", "model.min_keep=-1 must be a finite number in [0, 1) or an integer >= 1"),
     ("model.widths=[4,0]", "model.widths=[4, 0] holds 0, which must be >= 1"),
     ("binarizer=hard_concrete binarizer.estimator=clipped", "binarizer.estimator='clipped' is not one of relaxed, straight_through"),
     ("binarizer=hard_concrete binarizer.stretch=[0,1]", "binarizer.stretch=[0, 1] must be [gamma, zeta]"),
@@ -274,14 +275,14 @@ def test_a_run_never_writes_into_another_runs_directory(finished_run, tmp_path):
 def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     fixed = "hydra.run.dir=outputs/${now:%Y}/same"  # a time stamp that two runs share
-    first = cli.preflight(["experiment=smoke", fixed])
-    second = cli.preflight(["experiment=smoke", fixed])
+    first = launch.prepare(["experiment=smoke", fixed])
+    second = launch.prepare(["experiment=smoke", fixed])
     year = __import__("datetime").datetime.now().year
     assert first[-1] == f"hydra.run.dir='outputs/{year}/same'"
     assert second[-1] == f"hydra.run.dir='outputs/{year}/same-1'"
     assert sorted(os.listdir(tmp_path / "outputs" / str(year))) == ["same", "same-1"]
     # a directory named without a time stamp is never renamed: the second run is refused
-    cli.preflight(["experiment=smoke", "hydra.run.dir=mine"])
+    launch.prepare(["experiment=smoke", "hydra.run.dir=mine"])
     code, err = preflight(capsys, "experiment=smoke", "hydra.run.dir=mine")
     assert code == 2 and "hydra.run.dir=mine already holds another run (.hydra/)" in err
 
@@ -292,7 +293,7 @@ def test_claimed_directory_names_survive_hydra_quoting():
     from omegaconf import OmegaConf
 
     for odd in ["/tmp/a b,c=d'e", "/tmp/x${now:%Y}", "/tmp/back\\slash", "/tmp/[1,2]", "/tmp/q\\'", "/tmp/end\\"]:
-        ov = OverridesParser.create().parse_override(f"hydra.run.dir={cli._quote(odd)}")
+        ov = OverridesParser.create().parse_override(f"hydra.run.dir={quote(odd)}")
         assert OmegaConf.create({"d": ov.value()}).d == odd and not ov.is_sweep_override()
 
 
@@ -454,12 +455,12 @@ def test_a_failing_or_stopped_tool_leaves_no_partial_output(finished_run, tmp_pa
 
     out = tmp_path / "deep" / "out"
 
-    save = prune.save_compact
+    save = pruning.save_compact
 
     def save_then_stop(*args):  # compact.pt2 is written, prune.json not yet
         save(*args)
         raise Interrupted("SIGINT")
-    monkeypatch.setattr(prune, "save_compact", save_then_stop)
+    monkeypatch.setattr(pruning, "save_compact", save_then_stop)
     code, err = tool(capsys, prune.main, finished_run, "--threshold", "0.5", "--out", out)
     assert code == 130 and "stopped by SIGINT; nothing was written" in one_error_line(err)
     assert os.listdir(tmp_path) == []  # no out/, no deep/, no temporary folder

@@ -11,7 +11,9 @@ import torch
 
 from gated_pruning.gates import HardConcreteBinarizer, StochasticBinarizer, ThresholdBinarizer
 from gated_pruning.models.vgg import VGG, build
-from gated_pruning.prune import compact, count_flops, keep_masks
+from gated_pruning.masks import keep_masks
+from gated_pruning.measure import count_flops
+from gated_pruning.surgery import compact
 from gated_pruning.stats import count_params
 
 from conftest import ROOT, run_py
