@@ -14,7 +14,8 @@ import sys
 
 import torch
 
-from gated_pruning.config import RULES, integer
+from gated_pruning.config import RULES
+from gated_pruning.rules import integer
 from gated_pruning.data import NUM_CLASSES, Loader, load_cifar, subset, synthetic
 from gated_pruning.errors import UserError
 from gated_pruning.export import COMPACT_FILE, load_compact

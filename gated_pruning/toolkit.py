@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 
-from gated_pruning.config import show
+from gated_pruning.rules import show
 from gated_pruning.errors import EXIT_CODES, UserError, stop_signals_raise
 
 # the errors of a write that cannot complete: the disk (or the quota) is full, or read-only
@@ -34,9 +34,14 @@ def one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def disk_full(e: BaseException) -> bool:
-    """Whether `e` is a write that failed for want of space (or of a writable disk)."""
-    return isinstance(e, OSError) and e.errno in FULL_DISK
+def disk_full(e: BaseException | None) -> OSError | None:
+    """The write that failed for want of space (or of a writable disk) behind `e`, or None. It may
+    hide behind another error: torch's file writer, closing after the OSError, raises its own."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in FULL_DISK:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -159,11 +164,12 @@ def run_tool(body, args) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if not disk_full(e):
+    except Exception as e:  # noqa: BLE001 - a full disk is one line; anything else is a bug, shown
+        full = disk_full(e)
+        if full is None:
             raise
-        print(f"error: cannot write {e.filename or 'the output'}: {e.strerror or e}; nothing was "
-              "written (free some space and run the command again)", file=sys.stderr)
+        print(f"error: cannot write the output: {full.strerror or full}; nothing was written (free some "
+              "space and run the command again)", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         signame = getattr(e, "signame", "SIGINT")
