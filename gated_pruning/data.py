@@ -8,6 +8,7 @@ epoch e depend only on (seed, e), so a run resumed mid-epoch sees the same batch
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import zipfile
@@ -102,21 +103,35 @@ def locate_cifar(name: str, root: str, download: bool = False, key: str = "datas
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+@contextlib.contextmanager
+def _reading(npz: str, arrays=None):
+    """Any failure to read `npz` inside the block as one DataError; `arrays`: the names it holds,
+    checked for the four CIFAR arrays first."""
+    try:
+        missing = [k for k in NPZ_KEYS if arrays is not None and k not in arrays]
+        if missing:
+            raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test y_test; "
+                            f"it holds {' '.join(sorted(arrays)) or 'nothing'})")
+        yield
+    except DataError:
+        raise
+    except PermissionError as e:
+        raise _permission(npz, e) from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
+
+
 def check_npz(npz: str, name: str) -> tuple[int, int]:
     """(train, test) image counts of a CIFAR .npz, checked as `load_cifar` checks it (every array
     there, image dtype and shape from the headers, every label read, the archive's checksums)
     without holding the images: `run.py` calls it before the run directory exists."""
-    try:
-        with zipfile.ZipFile(npz) as z:
-            names = {n[:-4]: n for n in z.namelist() if n.endswith(".npy")}
-            missing = [k for k in NPZ_KEYS if k not in names]
-            if missing:
-                raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test y_test; "
-                                f"it holds {' '.join(sorted(names)) or 'nothing'})")
+    counts = []
+    with _reading(npz), zipfile.ZipFile(npz) as z:
+        names = {n[:-4]: n for n in z.namelist() if n.endswith(".npy")}
+        with _reading(npz, names):
             bad = z.testzip()
             if bad is not None:
                 raise DataError(f"{npz} is damaged: {bad} does not match its checksum")
-            counts = []
             for what in ("train", "test"):
                 with z.open(names[f"x_{what}"]) as f:
                     version = np.lib.format.read_magic(f)
@@ -127,12 +142,6 @@ def check_npz(npz: str, name: str) -> tuple[int, int]:
                     y = np.lib.format.read_array(f, allow_pickle=False)
                 _check_split(npz, what, dtype, shape, y, name)
                 counts.append(shape[0])
-    except DataError:
-        raise
-    except PermissionError as e:
-        raise _permission(npz, e) from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
     return counts[0], counts[1]
 
 
@@ -141,19 +150,8 @@ def load_cifar(name: str, root: str, download: bool = False, key: str = "dataset
     root = os.path.expanduser(root)
     npz = locate_cifar(name, root, download, key)
     if npz is not None:
-        try:
-            with np.load(npz) as f:
-                missing = [k for k in NPZ_KEYS if k not in f.files]
-                if missing:
-                    raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test "
-                                    f"y_test; it holds {' '.join(f.files) or 'nothing'})")
-                arrays = {k: f[k] for k in NPZ_KEYS}
-        except DataError:
-            raise
-        except PermissionError as e:
-            raise _permission(npz, e) from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
+        with _reading(npz), np.load(npz) as f, _reading(npz, f.files):
+            arrays = {k: f[k] for k in NPZ_KEYS}
         return (_split(npz, "train", arrays["x_train"], arrays["y_train"], name),
                 _split(npz, "test", arrays["x_test"], arrays["y_test"], name))
     import torchvision
