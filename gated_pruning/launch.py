@@ -17,6 +17,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -37,6 +38,7 @@ RUN_FILES = (".hydra", "results.json", "checkpoint.pt", "model.pt", "compact.pt2
 # what makes a directory worth keeping after a stop: work that a rerun would redo
 WORK_FILES = ("results.json", "checkpoint.pt", "model.pt", "compact.pt2", "failure.json")
 FAILURE = "failure.json"  # a sweep job's record of its failure
+PLAIN = re.compile(r"[A-Za-z0-9_./:@%+~-]+")  # a path that Hydra reads as written, unquoted
 
 
 @dataclass
@@ -208,7 +210,8 @@ def resume_command(overrides: list[str], path: str, config_name: str = "config")
     script = "run.py" if os.path.abspath(os.getcwd()) == preflight.ROOT else RUN_SCRIPT
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
     name = [f"--config-name={config_name}"] if config_name != "config" else []
-    return " ".join(shlex.quote(w) for w in ["python", script, *name, *kept, f"resume={preflight.quote(path)}"])
+    value = path if PLAIN.fullmatch(path) else preflight.quote(path)
+    return " ".join(shlex.quote(w) for w in ["python", script, *name, *kept, f"resume={value}"])
 
 
 def launcher_threads(hydra_config) -> int | None:
@@ -273,7 +276,7 @@ def run_job(cfg, hydra_config) -> float | None:
             message, code = str(e), 2
         elif disk_full(e):
             saved = last_checkpoint()
-            message, code = f"the disk is full: cannot write in {run_dir} ({e.strerror}); " + (
+            message, code = f"the disk is full: cannot write in {run_dir} ({disk_full(e).strerror}); " + (
                 f"free some space, then continue from the last checkpoint with: {resume(saved)}" if saved
                 else "nothing to resume: free some space and run it again"), 1
         elif sweep:
