@@ -307,12 +307,10 @@ def _cut_settings(c: dict) -> str | None:
     p = c.get("prune", {})
     target = p.get("target_flops")
     if target is None:
-        if p.get("criterion") is not None:
-            return (f"prune.criterion={p['criterion']} ranks channels for a cut to prune.target_flops, which is "
-                    "null: set target_flops=F (method=l1norm and method=slimming cut to it)")
         if p.get("finetune_epochs") and p.get("enabled", True) and not _gated(c):
             return (f"prune.finetune_epochs={p['finetune_epochs']} fine-tunes the pruned network, but a plain "
-                    "network (model.gated=false) is pruned only by a cut to prune.target_flops, which is null")
+                    "network (model.gated=false) is pruned only by a cut to prune.target_flops, which is null "
+                    "(method=l1norm cuts to target_flops=F: set it)")
         return None
     for key, default in (("threshold", 0.0), ("round_to", 1)):
         if p.get(key, default) != default:
@@ -358,13 +356,18 @@ def _sets(given: str, key: str) -> bool:
 
 def ignored(c: dict, given: list[str] | set[str]) -> list[str]:
     """Warnings for the keys in `given` (the keys a command line sets) that this run does not read,
-    and for a top-level target_flops that nothing reads, whoever set it."""
+    and, whoever set them, for a cut's criterion without a cut and a top-level target_flops that
+    nothing reads."""
     out = []
     for key in sorted(set(given)):
         for section, reads, why in CONDITIONAL_KEYS:
             if _sets(key, section) and key not in SWITCHES and not reads(c):
                 out.append(f"{key}={show(_select(c, key))} does nothing here: {why}")
                 break
+    p = c.get("prune", {})
+    if p.get("criterion") is not None and p.get("target_flops") is None and p.get("enabled", True):
+        out.append(f"prune.criterion={show(p['criterion'])} does nothing here: it ranks channels for a cut to "
+                   "prune.target_flops, which is null (method=slimming and l1norm cut to target_flops=F)")
     target = c.get("target_flops")
     if target is not None and not _budget_runs(c) and target not in (
             c.get("arch", {}).get("target_flops"), c.get("prune", {}).get("target_flops")):

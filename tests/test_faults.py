@@ -142,6 +142,10 @@ WARNINGS = [
     ("arch.target_flops=0.5", "arch.target_flops=0.5 does nothing here: only arch.source=uniform reads it"),
     ("arch.run=/somewhere", "arch.run='/somewhere' does nothing here: only arch.source=run reads it"),
     ("model.widths=[4,8,16,16,32,32,32,32] model.width=0.5", "model.width=0.5 does nothing here: model.widths"),
+    # a preset's cut criterion without a cut (sweeps/cpu_study.sh trains slimming without a target,
+    # to cut it later with the prune tool)
+    ("method=slimming prune.finetune_epochs=0", "prune.criterion='gate' does nothing here: it ranks channels for a "
+                                                "cut to prune.target_flops, which is null"),
 ]
 
 

@@ -211,8 +211,8 @@ BAD_RUNS = [
     ("model.min_keep=1.5", "model.min_keep=1.5 must be a finite number in [0, 1) or an integer >= 1"),
     ("method=uniform target_flops=0.5 model.widths=[4,8,16,16,32,32,32,32]",
      "model.widths=[4, 8, 16, 16, 32, 32, 32, 32] and arch.source=uniform both set the widths"),
-    ("method=l1norm", "prune.criterion=l1norm ranks channels for a cut to prune.target_flops, which is null"),
-    ("method=slimming", "prune.criterion=gate ranks channels for a cut to prune.target_flops, which is null"),
+    ("method=l1norm", "prune.finetune_epochs=1 fine-tunes the pruned network, but a plain network (model.gated="
+                      "false) is pruned only by a cut to prune.target_flops, which is null (method=l1norm cuts"),
     ("method=dense prune.finetune_epochs=1", "prune.finetune_epochs=1 fine-tunes the pruned network, but a plain network"),
     ("prune.target_flops=0.5 prune.round_to=8", "prune.round_to=8 shapes a cut of the zero gates; prune.target_flops=0.5 sets"),
     ("prune.target_flops=0.5 prune.threshold=0.1", "prune.threshold=0.1 shapes a cut of the zero gates"),
