@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import json
 import os
@@ -70,6 +71,28 @@ def stub_run(d, widths=STUB_WIDTHS, dead=(), target=0.3) -> str:
 def stub(tmp_path_factory):
     """The record of a finished, pruned smoke run (no training: scratch presets need only it)."""
     return stub_run(tmp_path_factory.mktemp("stub"))
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk once `room` bytes are written."""
+
+    def __init__(self, path, mode, room):
+        self.f, self.room = open(path, mode), room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
 
 
 @pytest.fixture(autouse=True)

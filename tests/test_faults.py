@@ -22,7 +22,7 @@ import torch
 from gated_pruning import arch, experiment, launch, prune, runtime
 from gated_pruning.models.vgg import build
 
-from conftest import ROOT, make_cfg, one_error_line, run_py, snapshot, stub_run
+from conftest import ROOT, FullDisk, make_cfg, one_error_line, run_py, snapshot, stub_run
 
 
 def prepare(capsys, *argv):
@@ -269,28 +269,6 @@ def test_the_prune_tool_says_a_target_cannot_be_met_and_a_data_root_it_does_not_
     assert snapshot(finished_run) == before
 
 
-class FullDisk:
-    """A file whose writes fail as on a full disk once `room` bytes are written."""
-
-    def __init__(self, path, mode, room):
-        self.f, self.room = open(path, mode), room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
-        self.room -= len(data)
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-
 def test_the_prune_tool_on_a_full_disk_is_one_line_and_writes_nothing(finished_run, tmp_path, monkeypatch, capsys):
     before = snapshot(finished_run)
     monkeypatch.setattr(runtime, "open", lambda path, mode="r", *a: FullDisk(path, mode, room=4096), raising=False)
@@ -306,8 +284,8 @@ def run_with(setup: str, *args, cwd=ROOT, timeout=600):
     """run.py in a fresh interpreter after `setup` (Python run first, e.g. to patch a function)."""
     code = setup + "\nimport runpy, sys\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
     return subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "run.py"), *map(str, args)], cwd=cwd,
-                          env=dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=ROOT), capture_output=True,
-                          text=True, timeout=timeout)
+                          env=dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=f"{ROOT}:{ROOT}/tests"),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 # the signal a user sends in the first seconds, delivered from inside the process at a chosen point
@@ -348,29 +326,16 @@ def test_a_stop_in_the_first_seconds_is_one_line_and_leaves_nothing(module, func
 # a full disk at the second checkpoint: its file takes 1000 bytes, then refuses (torch's writer
 # then fails to close the archive and raises its own RuntimeError over the OSError, as on a real disk)
 FULL_AT_SECOND_CHECKPOINT = """
-import errno, os, shutil
+import os, shutil
+from conftest import FullDisk
 from gated_pruning import runtime
-class FullDisk:
-    def __init__(self, path, mode):
-        self.f, self.room = open(path, mode), 1000
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
-        self.room -= len(data)
-        return self.f.write(data)
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        self.f.close()
 checkpoints = []
 def opened(path, mode="r", *a, **k):
     if path.endswith("checkpoint.pt") and "w" in mode:
         checkpoints.append(path)
         if len(checkpoints) == 2:
             shutil.copy(os.path.join(os.path.dirname(os.path.dirname(path)), "checkpoint.pt"), {kept!r})
-            return FullDisk(path, mode)
+            return FullDisk(path, mode, room=1000)
     return open(path, mode, *a, **k)
 runtime.open = opened
 """
