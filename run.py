@@ -5,18 +5,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gated_pruning import cli
+from gated_pruning import launch
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    hc = HydraConfig.get()
-    return cli.run_job(cfg, hc)
+    return launch.run_job(cfg, HydraConfig.get())
 
 
 if __name__ == "__main__":
-    try:
-        sys.argv[1:] = cli.preflight(sys.argv[1:])  # every job checked, the run directory claimed
-        main()
-    except KeyboardInterrupt:
-        cli.fail("stopped by SIGINT before the run started", 130)
+    sys.exit(launch.command(main))

@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from gated_pruning.masks import global_cut
+
 
 class FlopsBudget:
     def __init__(self, target: float, start: float = 0.0, ramp: float = 0.5, freeze: float | None = 0.6,
@@ -99,8 +101,6 @@ class FlopsBudget:
     @torch.no_grad()
     def freeze_architecture(self) -> None:
         """Close channels down to the target if needed, mask the closed ones, stop the penalty."""
-        from gated_pruning.prune import global_cut
-
         gates = self.model.gates()
         weights = self.trained_weights()
         scores = [(w if g.binarizer.binary else g.hard(w).abs()).float().cpu() for g, w in zip(gates, weights)]

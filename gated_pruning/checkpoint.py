@@ -1,44 +1,39 @@
-"""Checkpoints: written atomically (temp file, fsync, rename), read with weights_only=True,
-refused with a one-line reason when corrupt or from a different model or config."""
+"""Checkpoints: written whole (temp file, fsync, rename), read with weights_only=True, refused
+with a one-line reason when corrupt or from a different model or config (`fingerprint`)."""
 from __future__ import annotations
 
-import contextlib
+import copy
 import os
-import shutil
-import tempfile
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning.config import flatten
 from gated_pruning.errors import CheckpointError
+from gated_pruning.runtime import save_torch
 
 FORMAT = 1
 FILENAME = "checkpoint.pt"
 
+# keys that may differ between a run and its resumption
+RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device", "threads", "prune")
 
-@contextlib.contextmanager
-def atomic(path: str):
-    """Yield a temporary path of the same name, in a temporary folder next to `path`; on success
-    it replaces `path` (fsynced), on any failure or stop signal it is removed: `path` is always
-    either absent, the old or the new file. (The same name: torch's zip archives name their
-    root folder after the file.)"""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
-    tmp = os.path.join(tmpdir, os.path.basename(path))
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+
+def fingerprint(cfg: DictConfig | dict) -> dict:
+    """The config a checkpoint must match to be resumed: everything but RESUMABLE_KEYS."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(cfg)
+    for key in RESUMABLE_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = c
+        for part in filter(None, parent.split(".")):
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return c
 
 
 def save(obj: dict, path: str) -> None:
     """Write `obj` to `path` so that `path` is always either the old or the new file."""
-    with atomic(path) as tmp:
-        torch.save(dict(obj, format=FORMAT), tmp)
+    save_torch(dict(obj, format=FORMAT), path)
 
 
 def resolve(path: str) -> str:

@@ -1,152 +1,25 @@
-"""Config checks and views: one rule per key, cross-key checks, the part a checkpoint must match,
-flat keys.
+"""The rules of a run's config: what each key may hold, and what several keys must agree on.
 
 Every key a run can hold is listed in RULES with what it may hold; `check_config` refuses a run
 whose config has a key without a rule, so a new key is one line here (tests/test_inputs.py fails
 for a key that any group option or preset defines without a rule). Checks that involve several
-keys are the small functions in CROSS_CHECKS. None of this imports torch: `run.py` runs it for
-every job of a sweep before Hydra writes anything.
+keys are the small functions in CROSS_CHECKS (an error: the combination makes no sense);
+`ignored` names the settings a command line gives that the run will not read under the other
+keys' values (a warning: the run goes on, but does not do what was asked). LAUNCHER_RULES check
+the values of Hydra's launchers. None of this imports torch: `run.py` runs it for every job of a
+sweep before Hydra writes anything.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning.errors import ConfigError
-
-# keys that may differ between a run and its resumption
-RESUMABLE_KEYS = ("resume", "logger", "trainer.progress", "device", "threads", "prune")
+from gated_pruning.rules import Rule, choice, either, flag, integer, list_of, number, show, text
 
 # images per split of the real data sets (a subset larger than these cannot be drawn)
 SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
-
-
-def show(value) -> str:
-    """A value as a command line would write it: 0.5, 'abc', null, true."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return str(value)
-    return repr(value)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one value may be. `problem(value)` says what is wrong with it, or returns None.
-
-    kind: "number" (int or float; `integer` for int only), "flag" (true/false), "text"
-    (a non-empty string), "choice" (one of `choices`), "list" (of values that each pass `item`).
-    """
-    kind: str
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    integer: bool = False
-    null: bool = False
-    choices: tuple = ()
-    item: Rule | None = None
-
-    def allowed(self) -> str:
-        if self.kind == "choice":
-            return "one of " + ", ".join(map(str, self.choices))
-        if self.kind == "flag":
-            return "true or false"
-        if self.kind == "text":
-            return "a non-empty string"
-        if self.kind == "list":
-            return f"a list of {self.item.allowed()}"
-        if self.kind == "either":
-            return " or ".join(o.allowed() for o in self.choices)
-        what = "an integer" if self.integer else "a finite number"
-        return what + (" " + self._range() if self._range() else "")
-
-    def _range(self) -> str:
-        if self.lo is not None and self.hi is not None:
-            return (f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}"
-                    f"{')' if self.hi_open else ']'}")
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
-        if self.hi is not None:
-            return f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        return ""
-
-    def problem(self, value) -> str | None:
-        if value is None:
-            return None if self.null else f"must be {self.allowed()}, not null"
-        if self.kind == "either":
-            return None if any(o.problem(value) is None for o in self.choices) else f"must be {self.allowed()}"
-        if self.kind == "choice":
-            if isinstance(value, bool) or value not in self.choices:
-                return f"is not one of {', '.join(map(str, self.choices))}"
-            return None
-        if self.kind == "flag":
-            return None if isinstance(value, bool) else "must be true or false"
-        if self.kind == "text":
-            if not isinstance(value, str):
-                return "must be a string (quote it: key='...')"
-            return None if value.strip() else "must not be empty"
-        if self.kind == "list":
-            if not isinstance(value, (list, tuple)):
-                return f"must be {self.allowed()} ([a, b, ...])"
-            for v in value:
-                p = self.item.problem(v)
-                if p:
-                    return f"holds {show(v)}, which {p}"
-            return None
-        # numbers
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "is not an integer" if self.integer else "is not a number"
-        if self.integer and not isinstance(value, int):
-            return "is not an integer"
-        if not math.isfinite(value):
-            return "must be a finite number"
-        too_low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
-        too_high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
-        if too_low or too_high:
-            if self.lo is not None and self.hi is not None:
-                return f"is outside {self._range()[3:]}"
-            return f"must be {self._range()}"
-        return None
-
-
-def number(lo=None, hi=None, *, lo_open=False, hi_open=False, null=False) -> Rule:
-    return Rule("number", lo, hi, lo_open, hi_open, null=null)
-
-
-def integer(lo=None, hi=None, *, null=False) -> Rule:
-    return Rule("number", lo, hi, integer=True, null=null)
-
-
-def flag() -> Rule:
-    return Rule("flag")
-
-
-def text(*, null=False) -> Rule:
-    return Rule("text", null=null)
-
-
-def choice(*values, null=False) -> Rule:
-    return Rule("choice", choices=tuple(values), null=null)
-
-
-def list_of(item: Rule, *, null=False) -> Rule:
-    return Rule("list", item=item, null=null)
-
-
-def either(*options: Rule) -> Rule:
-    """A value that passes any one of `options` (a key whose type depends on another key)."""
-    return Rule("either", choices=tuple(options))
-
 
 LR = number(0, lo_open=True)
 MOMENTUM = number(0, 1, hi_open=True)
@@ -167,7 +40,7 @@ RULES: dict[str, Rule] = {
     "model.gated": flag(),
     "model.gate_init": number(),
     "model.gate_jitter": number(0),
-    "model.min_keep": integer(0),
+    "model.min_keep": either(number(0, 1, hi_open=True), integer(1)),  # a fraction, or a count
     "model.bn_weight": flag(),
     "model.gate_position": choice("bn", "relu"),
     "model.widths": list_of(integer(1), null=True),
@@ -175,6 +48,7 @@ RULES: dict[str, Rule] = {
     "arch.source": choice("config", "uniform", "run"),
     "arch.run": text(null=True),
     "arch.epochs": choice("same", "flops"),
+    "arch.target_flops": number(0, 1, lo_open=True, null=True),  # source=uniform: the width's FLOPs
 
     "penalty._target_": choice("gated_pruning.penalty.L1", "gated_pruning.penalty.Polarization",
                                "gated_pruning.penalty.ExpectedL0"),
@@ -293,24 +167,30 @@ def _dataset_keys_match_name(c: dict) -> str | None:
     return None
 
 
-def _subsets_fit(c: dict) -> str | None:
-    d = c.get("dataset", {})
-    sizes = SPLIT_SIZES.get(d.get("name"))
+def subsets_problem(d: dict, sizes: tuple[int, int] | None, where: str = "") -> str | None:
+    """What is wrong with the subsets the `dataset` section `d` asks of splits of `sizes`
+    (train, test images; None: a synthetic set, drawn at the asked sizes); `where` names the
+    files when they are not the official ones."""
     train, val = d.get("train_size"), d.get("val_size") or 0
+    name = f"{d['name']}{where}"
     if sizes is not None:
         if val >= sizes[0]:
-            return (f"dataset.val_size={val} leaves no training images (the {d['name']} train set has "
-                    f"{sizes[0]})")
+            return f"dataset.val_size={val} leaves no training images (the {name} train set has {sizes[0]})"
         for key, n, full in (("train_size", train, sizes[0] - val), ("test_size", d.get("test_size"), sizes[1])):
             if n is not None and n > full:
                 held = f" once dataset.val_size={val} is held out" if key == "train_size" and val else ""
-                return (f"dataset.{key}={n} is larger than the {d['name']} {key.split('_')[0]} set "
+                return (f"dataset.{key}={n} is larger than the {name} {key.split('_')[0]} set "
                         f"({full} images{held})")
         train = train or sizes[0] - val
     if train is not None and d.get("batch_size", 0) > train:
         return (f"dataset.batch_size={d['batch_size']} is larger than the training set ({train} images): "
                 "no full batch, no training step")
     return None
+
+
+def _subsets_fit(c: dict) -> str | None:
+    d = c.get("dataset", {})
+    return subsets_problem(d, SPLIT_SIZES.get(d.get("name"))) if "name" in d else None
 
 
 def _finetune_needs_pruning(c: dict) -> str | None:
@@ -355,16 +235,52 @@ def _relu_gates_clamped(c: dict) -> str | None:
     return None
 
 
+def _gated(c: dict) -> bool:
+    return bool(c.get("model", {}).get("gated", False))
+
+
+def _budget_runs(c: dict) -> bool:
+    """Whether the FLOPs budget controller trains this run (budget.py)."""
+    return _gated(c) and c.get("budget", {}).get("enabled", False) and c.get("target_flops") is not None
+
+
 def _budget_bounds(c: dict) -> str | None:
     b = c.get("budget", {})
-    if b.get("min_gamma") is not None and b.get("max_gamma") is not None and b["min_gamma"] > b["max_gamma"]:
-        return f"budget.min_gamma={show(b['min_gamma'])} is above budget.max_gamma={show(b['max_gamma'])}"
+    if b.get("min_gamma") is not None and b.get("max_gamma") is not None and b["min_gamma"] >= b["max_gamma"]:
+        how = "is above" if b["min_gamma"] > b["max_gamma"] else "equals"
+        return f"budget.min_gamma={show(b['min_gamma'])} {how} budget.max_gamma={show(b['max_gamma'])}"
+    if not _budget_runs(c):
+        return None
+    start, ramp, freeze = b.get("start", 0), b.get("ramp", 0), b.get("freeze")
+    if ramp <= 0 or start + ramp > 1:
+        return (f"budget.start={show(start)} and budget.ramp={show(ramp)}: the ramp must be > 0 and end "
+                "within the run (start + ramp <= 1)")
+    if freeze is not None and freeze < start + ramp:
+        return f"budget.freeze={show(freeze)} comes before the ramp ends (budget.start + budget.ramp = {start + ramp:g})"
+    if b.get("ki", 1) <= 0:
+        return f"budget.ki={show(b['ki'])} must be > 0: the budget's integral term moves gamma"
+    if c.get("gamma", 1) <= 0:
+        return f"gamma={show(c['gamma'])} with target_flops={show(c['target_flops'])}: the budget starts from gamma, it must be > 0"
+    return None
+
+
+def _gate_kind_fits_penalty(c: dict) -> str | None:
+    if not _gated(c):
+        return None
+    hard_concrete = str(c.get("binarizer", {}).get("_target_", "")).endswith("HardConcreteBinarizer")
+    l0 = str(c.get("penalty", {}).get("_target_", "")).endswith("ExpectedL0")
+    if hard_concrete and not l0:
+        return ("binarizer=hard_concrete needs penalty=l0 (its latent weight is log(alpha), not a gate "
+                "value that an L1 or polarization term could shrink)")
+    if l0 and not hard_concrete:
+        return "penalty=l0 needs binarizer=hard_concrete (it penalizes the probability that a gate is open)"
     return None
 
 
 def _arch_source_complete(c: dict) -> str | None:
     a = c.get("arch", {})
-    gated = c.get("model", {}).get("gated", False)
+    m = c.get("model", {})
+    gated = m.get("gated", False)
     if a.get("source") == "run":
         if not a.get("run"):
             return "arch.source=run needs arch.run=<a finished run's directory>"
@@ -374,18 +290,139 @@ def _arch_source_complete(c: dict) -> str | None:
             return ("arch.source=run trains the pruned architecture from scratch as a plain network: "
                     "set model.gated=false (method=scratch_e or scratch_b)")
     if a.get("source") == "uniform":
-        if c.get("target_flops") is None:
-            return "arch.source=uniform needs target_flops=<fraction of the dense FLOPs>"
+        if a.get("target_flops") is None:
+            return ("arch.source=uniform needs arch.target_flops=<fraction of the dense FLOPs> "
+                    "(method=uniform takes it from target_flops=F)")
         if gated:
             return "arch.source=uniform trains a plain network: set model.gated=false (method=uniform)"
+    if a.get("source") in ("run", "uniform") and m.get("widths") is not None:
+        what = "the kept widths of arch.run" if a["source"] == "run" else "model.width scaled to arch.target_flops"
+        return (f"model.widths={show(m['widths'])} and arch.source={a['source']} both set the widths "
+                f"(arch.source={a['source']} trains {what}): give one")
     if a.get("epochs") == "flops" and a.get("source") == "config":
         return "arch.epochs=flops scales the epochs by a reference network: it needs arch.source=run or uniform"
     return None
 
 
+def _cut_settings(c: dict) -> str | None:
+    """A cut to prune.target_flops sets the widths itself; the criterion ranks for it alone."""
+    p = c.get("prune", {})
+    target = p.get("target_flops")
+    if target is None:
+        if p.get("finetune_epochs") and p.get("enabled", True) and not _gated(c):
+            return (f"prune.finetune_epochs={p['finetune_epochs']} fine-tunes the pruned network, but a plain "
+                    "network (model.gated=false) is pruned only by a cut to prune.target_flops, which is null "
+                    "(method=l1norm cuts to target_flops=F: set it)")
+        return None
+    for key, default in (("threshold", 0.0), ("round_to", 1)):
+        if p.get(key, default) != default:
+            return (f"prune.{key}={show(p[key])} shapes a cut of the zero gates; prune.target_flops={show(target)} "
+                    "sets the widths itself: give one")
+    return None
+
+
 CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
                 _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
-                _budget_bounds, _arch_source_complete)
+                _budget_bounds, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings)
+
+
+# ------------------------------------------------------------------ settings a run will not read
+# (key or section, whether the run reads it, why not): a command line that sets one of these
+# where the run does not read it gets a warning (the run goes on; it does not do what was asked).
+NOT_GATED = "model.gated=false trains a plain network, without gates"
+CONDITIONAL_KEYS = [
+    *[(k, _gated, NOT_GATED) for k in ("gamma", "penalty", "binarizer", "optimizer.gates", "model.gate_init",
+                                       "model.gate_jitter", "model.min_keep", "model.bn_weight",
+                                       "model.gate_position")],
+    ("budget", _budget_runs, "the budget trains only a gated network with target_flops set and "
+                             "budget.enabled=true"),
+    ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",
+     "model.widths or arch.run sets every width"),
+    ("arch.run", lambda c: c["arch"]["source"] == "run", "only arch.source=run reads it"),
+    ("arch.target_flops", lambda c: c["arch"]["source"] == "uniform", "only arch.source=uniform reads it"),
+    ("optimizer.milestones", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),
+    ("optimizer.factor", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),
+    ("prune.finetune_lr", lambda c: bool(c["prune"]["finetune_epochs"]), "prune.finetune_epochs=0: no fine-tuning"),
+    ("prune", lambda c: c["prune"]["enabled"], "prune.enabled=false: the run is not pruned"),
+]
+
+
+SWITCHES = ("prune.enabled", "budget.enabled")  # a section's own on/off key is always read
+
+
+def _sets(given: str, key: str) -> bool:
+    """Whether the command-line key `given` sets `key` or a key of section `key`, or the section
+    that holds `key`."""
+    return given == key or given.startswith(key + ".") or key.startswith(given + ".")
+
+
+def ignored(c: dict, given: list[str] | set[str]) -> list[str]:
+    """Warnings for the keys in `given` (the keys a command line sets) that this run does not read,
+    and, whoever set them, for a cut's criterion without a cut and a top-level target_flops that
+    nothing reads."""
+    out = []
+    for key in sorted(set(given)):
+        for section, reads, why in CONDITIONAL_KEYS:
+            if _sets(key, section) and key not in SWITCHES and not reads(c):
+                out.append(f"{key}={show(_select(c, key))} does nothing here: {why}")
+                break
+    p = c.get("prune", {})
+    if p.get("criterion") is not None and p.get("target_flops") is None and p.get("enabled", True):
+        out.append(f"prune.criterion={show(p['criterion'])} does nothing here: it ranks channels for a cut to "
+                   "prune.target_flops, which is null (method=slimming and l1norm cut to target_flops=F)")
+    target = c.get("target_flops")
+    if target is not None and not _budget_runs(c) and target not in (
+            c.get("arch", {}).get("target_flops"), c.get("prune", {}).get("target_flops")):
+        why = NOT_GATED if not _gated(c) else "budget.enabled=false"
+        out.append(f"target_flops={show(target)} does nothing here: it is the FLOPs budget of a gated run, and "
+                   f"{why} (method=uniform scales a plain network to it, method=l1norm cuts one)")
+    return out
+
+
+def _select(c: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(c, dict) or part not in c:
+            return None
+        c = c[part]
+    return c
+
+
+# ------------------------------------------------------------------ Hydra's launchers
+# the numbers of hydra/launcher=joblib, submitit_local, submitit_slurm (slurm) that Hydra takes
+# as typed and never checks; a key a launcher does not have is not looked at
+LAUNCHER_RULES: dict[str, Rule] = {
+    "timeout_min": integer(1),
+    "cpus_per_task": integer(1, null=True),
+    "gpus_per_node": integer(0, null=True),
+    "gpus_per_task": integer(0, null=True),
+    "cpus_per_gpu": integer(1, null=True),
+    "mem_gb": number(0, lo_open=True, null=True),
+    "nodes": integer(1),
+    "tasks_per_node": integer(1),
+    "array_parallelism": integer(1),
+    "max_num_timeout": integer(0),
+    "signal_delay_s": integer(0),
+    "n_jobs": integer(null=True),
+    "timeout": number(0, lo_open=True, null=True),
+    "verbose": integer(0),
+}
+
+
+def launcher_problem(launcher: dict) -> str | None:
+    """What is wrong with the `hydra.launcher` values, or None."""
+    for key, rule in LAUNCHER_RULES.items():
+        if key in launcher:
+            p = rule.problem(launcher[key])
+            if p:
+                return f"hydra.launcher.{key}={show(launcher[key])} {p}"
+    if launcher.get("n_jobs") == 0:
+        return "hydra.launcher.n_jobs=0 runs no job (a count, or -1 for one job per core)"
+    tasks = launcher.get("tasks_per_node", 1) * launcher.get("nodes", 1)
+    if tasks > 1:
+        return (f"hydra.launcher.nodes={launcher.get('nodes', 1)} tasks_per_node={launcher.get('tasks_per_node', 1)} "
+                f"would start {tasks} processes that each train the same job into one folder; a job here is one "
+                "process (data parallel training is torchrun's, see README): keep nodes=1 tasks_per_node=1")
+    return None
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -425,27 +462,6 @@ def check_config(cfg: DictConfig | dict) -> None:
         raise ConfigError(found[0])
 
 
-def check_device(name: str, need_available: bool = True) -> None:
-    """`device` names a device this code can use (and, if asked, that exists here)."""
-    if name == "auto":
-        return
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={name!r} is not supported (auto, cpu, cuda, cuda:N)")
-    if need_available and device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device={name!r} but MPS is not available here (use device=auto or cpu)")
-    if need_available and device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} GPU(s)")
-
-
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -454,25 +470,4 @@ def flatten(d: dict, prefix: str = "") -> dict:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
-    return out
-
-
-def fingerprint(cfg: DictConfig) -> dict:
-    """The config a checkpoint must match to be resumed: everything but RESUMABLE_KEYS."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUMABLE_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = c
-        for part in filter(None, parent.split(".")):
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return c
-
-
-def tracker_config(cfg: DictConfig, choices: dict | None = None) -> dict:
-    """The run config as a tracker sees it: flat dotted keys (`optimizer.lr`, as a W&B sweep
-    names its parameters) plus each config group's chosen option (`optimizer: apg`, as a sweep
-    over group options sets it), so sweep values and logged config never collide."""
-    out = flatten(OmegaConf.to_container(cfg, resolve=True))
-    out.update({k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")})
     return out

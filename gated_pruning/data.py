@@ -8,7 +8,10 @@ epoch e depend only on (seed, e), so a run resumed mid-epoch sees the same batch
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,81 +34,124 @@ class Split:
     y: torch.Tensor  # (N,) int64
 
 
-def _split(source: str, what: str, x, y, name: str) -> Split:
-    """Arrays checked for what they must be (uint8 HWC 32x32x3 images, integer labels of this
-    data set), then held as CHW tensors. Nothing is cast: float images in [0, 1] would turn into
-    pixels of 0 or 1, float labels would be truncated."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype != np.uint8:
+def _check_split(source: str, what: str, dtype, shape: tuple, y: np.ndarray, name: str) -> None:
+    """Images of `dtype` and `shape` and labels `y` checked for what they must be (uint8 HWC
+    32x32x3 images, integer labels of this data set): a DataError names what is wrong."""
+    if dtype != np.uint8:
         hint = (" (float images in [0, 1]: multiply by 255, round and cast to uint8 first)"
-                if x.dtype.kind == "f" else "")
-        raise DataError(f"{source}: {what} images are {x.dtype}, expected uint8 pixel values 0..255{hint}")
-    if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or len(x) == 0:
-        raise DataError(f"{source}: {what} images have shape {x.shape}, expected (N, 32, 32, 3) with "
+                if np.dtype(dtype).kind == "f" else "")
+        raise DataError(f"{source}: {what} images are {dtype}, expected uint8 pixel values 0..255{hint}")
+    if len(shape) != 4 or tuple(shape[1:]) != (32, 32, 3) or shape[0] == 0:
+        raise DataError(f"{source}: {what} images have shape {tuple(shape)}, expected (N, 32, 32, 3) with "
                         "N >= 1 (height, width, RGB channels last)")
     if y.dtype.kind not in "iu":
         raise DataError(f"{source}: {what} labels are {y.dtype}, expected integers (class indices)")
-    if y.shape != (len(x),):
-        raise DataError(f"{source}: {what} labels have shape {y.shape}, expected ({len(x)},): one per image")
+    if y.shape != (shape[0],):
+        raise DataError(f"{source}: {what} labels have shape {y.shape}, expected ({shape[0]},): one per image")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= NUM_CLASSES[name]:
         raise DataError(f"{source}: {what} labels span {lo}..{hi}, outside 0..{NUM_CLASSES[name] - 1} of {name}")
+
+
+def _split(source: str, what: str, x, y, name: str) -> Split:
+    """Arrays checked (`_check_split`), then held as CHW tensors. Nothing is cast: float images
+    in [0, 1] would turn into pixels of 0 or 1, float labels would be truncated."""
+    x, y = np.asarray(x), np.asarray(y)
+    _check_split(source, what, x.dtype, x.shape, y, name)
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     return Split(x, torch.from_numpy(y.astype(np.int64)))
 
 
-def _permission(path: str, e: OSError) -> DataError:
+def _permission(path: str, e: OSError, key: str = "dataset.root") -> DataError:
     return DataError(f"{path}: permission denied ({e.strerror}); make it readable or copy the data "
-                     "to a folder you can read, and set dataset.root")
+                     f"to a folder you can read, and set {key}")
 
 
-def locate_cifar(name: str, root: str, download: bool = False) -> str | None:
+def locate_cifar(name: str, root: str, download: bool = False, key: str = "dataset.root") -> str | None:
     """The `<root>/<name>.npz` to read, or None for torchvision's files (present, or to be
-    downloaded); refuses a root that is unreadable or holds neither when download is off."""
+    downloaded); refuses a root that is unreadable or holds neither when download is off. `key`
+    names the setting that gave `root` in the messages."""
     root = os.path.expanduser(root)
     npz = os.path.join(root, f"{name}.npz")
     for path in (root, npz):
         try:
             os.stat(path)
         except PermissionError as e:
-            raise _permission(path, e) from None
-        except OSError:
-            pass
+            raise _permission(path, e, key) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DataError(f"{path} is a symbolic link that leads back to itself (a loop)") from None
     if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
-        raise _permission(root, PermissionError(13, "Permission denied"))
+        raise _permission(root, PermissionError(13, "Permission denied"), key)
+    if os.path.isdir(npz):
+        raise DataError(f"{npz} is a folder, not a file: {name}.npz must be the archive itself")
     if os.path.isfile(npz):
         if not os.access(npz, os.R_OK):
-            raise _permission(npz, PermissionError(13, "Permission denied"))
+            raise _permission(npz, PermissionError(13, "Permission denied"), key)
         return npz
     if os.path.exists(root) and not os.path.isdir(root):
-        raise DataError(f"dataset.root={root!r} is a file, not a folder: give the folder that holds {name}.npz")
+        raise DataError(f"{key}={root!r} is a file, not a folder: give the folder that holds {name}.npz")
     folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
     if not download and not os.path.isdir(os.path.join(root, folder)):
         raise DataError(
             f"{name} not found under {root!r} and download is off (dataset.download=false): put the "
-            f"official python archive (extracted: {folder}/) or a {name}.npz there, set dataset.root=DIR, or "
+            f"official python archive (extracted: {folder}/) or a {name}.npz there, set {key}=DIR, or "
             "run with internet and dataset.download=true")
     return None
 
 
-def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Split]:
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@contextlib.contextmanager
+def _reading(npz: str, arrays=None):
+    """Any failure to read `npz` inside the block as one DataError; `arrays`: the names it holds,
+    checked for the four CIFAR arrays first."""
+    try:
+        missing = [k for k in NPZ_KEYS if arrays is not None and k not in arrays]
+        if missing:
+            raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test y_test; "
+                            f"it holds {' '.join(sorted(arrays)) or 'nothing'})")
+        yield
+    except DataError:
+        raise
+    except PermissionError as e:
+        raise _permission(npz, e) from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
+
+
+def check_npz(npz: str, name: str) -> tuple[int, int]:
+    """(train, test) image counts of a CIFAR .npz, checked as `load_cifar` checks it (every array
+    there, image dtype and shape from the headers, every label read, the archive's checksums)
+    without holding the images: `run.py` calls it before the run directory exists."""
+    counts = []
+    with _reading(npz), zipfile.ZipFile(npz) as z:
+        names = {n[:-4]: n for n in z.namelist() if n.endswith(".npy")}
+        with _reading(npz, names):
+            bad = z.testzip()
+            if bad is not None:
+                raise DataError(f"{npz} is damaged: {bad} does not match its checksum")
+            for what in ("train", "test"):
+                with z.open(names[f"x_{what}"]) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                with z.open(names[f"y_{what}"]) as f:
+                    y = np.lib.format.read_array(f, allow_pickle=False)
+                _check_split(npz, what, dtype, shape, y, name)
+                counts.append(shape[0])
+    return counts[0], counts[1]
+
+
+def load_cifar(name: str, root: str, download: bool = False, key: str = "dataset.root") -> tuple[Split, Split]:
     """(train, test) of CIFAR-10 or CIFAR-100 from `root`, checked for dtype, shape and labels."""
     root = os.path.expanduser(root)
-    npz = locate_cifar(name, root, download)
+    npz = locate_cifar(name, root, download, key)
     if npz is not None:
-        try:
-            with np.load(npz) as f:
-                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-                if missing:
-                    raise DataError(f"{npz} has no array {missing[0]!r} (it needs x_train y_train x_test "
-                                    f"y_test; it holds {' '.join(f.files) or 'nothing'})")
-                arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except DataError:
-            raise
-        except PermissionError as e:
-            raise _permission(npz, e) from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise DataError(f"{npz} is not a readable CIFAR .npz file ({type(e).__name__}: {e})") from None
+        with _reading(npz), np.load(npz) as f, _reading(npz, f.files):
+            arrays = {k: f[k] for k in NPZ_KEYS}
         return (_split(npz, "train", arrays["x_train"], arrays["y_train"], name),
                 _split(npz, "test", arrays["x_test"], arrays["y_test"], name))
     import torchvision
@@ -115,12 +161,12 @@ def load_cifar(name: str, root: str, download: bool = False) -> tuple[Split, Spl
         train = cls(root, train=True, download=download)
         test = cls(root, train=False, download=download)
     except PermissionError as e:
-        raise _permission(e.filename or root, e) from None
+        raise _permission(e.filename or root, e, key) from None
     except Exception as e:  # noqa: BLE001 - download errors come as many types
         how = ("the download failed" if download else "download is off (dataset.download=false)")
         raise DataError(
             f"{name} not found under {root!r} and {how}: put the official python archive "
-            f"(extracted: {cls.base_folder}/) or a {name}.npz there, set dataset.root=DIR, or run "
+            f"(extracted: {cls.base_folder}/) or a {name}.npz there, set {key}=DIR, or run "
             f"with internet and dataset.download=true [{type(e).__name__}: {str(e).strip()[:120]}]"
         ) from None
     return (_split(root, "train", train.data, train.targets, name),

@@ -1,8 +1,12 @@
 """Errors a user can fix (`run.py` prints their one-line message and exits non-zero), and the
-stop signals (SIGINT, SIGTERM) that end a run: `Interrupted` and the handlers' install/restore."""
+stop signals (SIGINT, SIGTERM) that end a run: `Interrupted`, the exit status each gives, and the
+handlers' install/restore."""
 
 import contextlib
 import signal
+
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as a shell reports it
 
 
 class UserError(Exception):
@@ -48,3 +52,14 @@ def stop_signals_handled(handler):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def stop_signals_raise():
+    """SIGINT and SIGTERM stop at once with `Interrupted` inside the block (training replaces
+    this by its own handler, which first finishes the step and saves a checkpoint)."""
+    def handler(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    with stop_signals_handled(handler):
+        yield

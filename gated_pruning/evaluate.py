@@ -14,11 +14,15 @@ import sys
 
 import torch
 
+from gated_pruning.config import RULES
+from gated_pruning.rules import integer
+from gated_pruning.data import NUM_CLASSES, Loader, load_cifar, subset, synthetic
+from gated_pruning.errors import UserError
+from gated_pruning.export import COMPACT_FILE, load_compact
+from gated_pruning.toolkit import ArgumentParser, arg, one_line, readable_file, run_tool
+
 
 def main(argv=None) -> int:
-    from gated_pruning.cli import ArgumentParser, arg, run_tool
-    from gated_pruning.config import RULES, integer
-
     p = ArgumentParser(prog="python -m gated_pruning.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("compact", help="a compact.pt2 written by a run or by gated_pruning.prune (or its folder)")
     p.add_argument("--data-root", default="data")
@@ -30,28 +34,12 @@ def main(argv=None) -> int:
 
 
 def _evaluate(a) -> int:
-    from gated_pruning.cli import one_line, readable_file
-    from gated_pruning.data import NUM_CLASSES, Loader, load_cifar, subset, synthetic
-    from gated_pruning.errors import UserError
-
     path = a.compact
     if os.path.isdir(path):
-        path = os.path.join(path, "compact.pt2")
+        path = os.path.join(path, COMPACT_FILE)
     readable_file(path, ": give a compact.pt2 written by a run or by gated_pruning.prune")
-    if not _is_pt2_archive(path):
-        raise UserError(f"{path}: not a compact network (a torch.export .pt2 archive, as written by a run "
-                        "or by gated_pruning.prune)")
-    extra = {"meta.json": ""}
-    try:
-        program = torch.export.load(path, extra_files=extra)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path}: not a readable compact network ({type(e).__name__}: {one_line(e, 160)})") from None
-    try:
-        meta = json.loads(extra["meta.json"])
-        name, mean, std = meta["dataset"], meta["mean"], meta["std"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: a torch.export program without gated_pruning's metadata (meta.json); "
-                        "evaluate it with torch.export.load(path).module()") from None
+    model, meta = load_compact(path)
+    name, mean, std = meta["dataset"], meta["mean"], meta["std"]
     if name == "synthetic":
         gen = meta.get("synthetic")
         if not isinstance(gen, dict):
@@ -64,7 +52,7 @@ def _evaluate(a) -> int:
             raise UserError(f"{path}: its synthetic-data metadata is damaged ({type(e).__name__}: {e})") from None
         num_classes = gen["num_classes"]
     elif name in NUM_CLASSES:
-        _, test = load_cifar(name, a.data_root, download=False)
+        _, test = load_cifar(name, a.data_root, download=False, key="--data-root")
         num_classes = NUM_CLASSES[name]
     else:
         raise UserError(f"{path}: unknown data set {name!r} in its metadata")
@@ -72,7 +60,6 @@ def _evaluate(a) -> int:
     test = subset(test, test_size, a.seed if a.seed is not None else meta.get("subset_seed", 0),
                   "--test-size" if a.test_size is not None else "the run's dataset.test_size")
     loader = Loader(test, a.batch_size, "cpu", mean, std, train=False)
-    model = program.module()
     correct = 0
     with torch.no_grad():
         for x, y in loader.epoch():
@@ -88,20 +75,6 @@ def _evaluate(a) -> int:
     top1 = correct / loader.num_examples
     print(json.dumps({"top1": top1, "examples": loader.num_examples, "widths": meta.get("widths")}))
     return 0
-
-
-def _is_pt2_archive(path: str) -> bool:
-    """A zip archive in torch.export's layout, named .pt2 (torch.export.load logs a traceback
-    for anything else before it fails)."""
-    import zipfile
-
-    if not path.endswith(".pt2") or not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("archive_format") for n in z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ Wiring only: every piece lives in its own module and is named in the config by `
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,16 +13,18 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning import checkpoint, distributed, prune
+from gated_pruning import checkpoint, distributed, pruning
+from gated_pruning.arch import architecture, outcome
+from gated_pruning.checkpoint import fingerprint
+from gated_pruning.config import check_config
 from gated_pruning.data import build_data
-from gated_pruning.config import check_config, fingerprint, tracker_config
 from gated_pruning.errors import ConfigError
-from gated_pruning.models import vgg
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.runtime import RESULTS, environment, now, pick_device, set_threads, write_json
-from gated_pruning.stats import cost, count_params
-from gated_pruning.tracking import NullTracker, build_tracker
+from gated_pruning.runtime import RESULTS, environment, now, pick_device, save_torch, set_threads, write_json
+from gated_pruning.stats import cost
+from gated_pruning.tracking import NullTracker, build_tracker, tracker_config
 from gated_pruning.train import Trainer
+
 
 def build(node, **kwargs):
     """`hydra.utils.instantiate`, with a constructor's ValueError turned into a ConfigError."""
@@ -34,63 +35,6 @@ def build(node, **kwargs):
         if isinstance(cause, ValueError):
             raise ConfigError(str(cause)) from None
         raise
-
-
-def architecture(cfg, num_classes: int) -> dict:
-    """Which network this run trains (`arch.source`), the epochs it trains for, and the dense
-    reference its FLOPs are counted against:
-
-    - config: the model group's network (reference: the same network, every channel kept);
-    - uniform: uniform channel scaling, the width multiplier whose FLOPs are `target_flops` of
-      the configured network's;
-    - run: the kept widths of a finished run (`arch.run`), re-initialized (reference: that run's).
-    `arch.epochs=flops` multiplies trainer.epochs by reference/this FLOPs (Scratch-B of Liu et
-    al., ICLR 2019: the same compute as training the reference; `same` is Scratch-E).
-    """
-    m, a = cfg.model, cfg.arch
-    ref = vgg.vgg_widths(m.depth, m.width)
-    reference = vgg.VGG(ref, num_classes, gated=False)
-    out = {"source": a.source, "overrides": {}, "epochs": cfg.trainer.epochs,
-           "reference": {"widths": reference.widths(), "flops": int(reference.flops()),
-                         "params": count_params(reference)}}
-    if a.source == "uniform":  # what each source needs: config._arch_source_complete
-        out["overrides"] = {"width": vgg.uniform_width(m.depth, m.width, cfg.target_flops, num_classes)}
-    elif a.source == "run":
-        src = source_run(a.run)
-        widths = src["prune"]["compact"]["widths"]
-        if len(widths) != len(reference.widths()):
-            raise ConfigError(f"arch.run={a.run}: its network has {len(widths)} conv layers, "
-                              f"model.depth={m.depth} has {len(reference.widths())}")
-        out["overrides"] = {"widths": widths}
-        out["run"] = os.path.abspath(a.run)
-        out["target_flops"] = src.get("target_flops")
-        out["reference"] = (src.get("cost") or {}).get("reference") or out["reference"]
-    elif a.source != "config":
-        raise ConfigError(f"arch.source={a.source!r} is not one of config, uniform, run")
-    if a.source == "uniform" or (m.gated and cfg.budget.enabled):
-        out["target_flops"] = cfg.target_flops
-    if cfg.prune.get("target_flops") is not None:
-        out["target_flops"] = cfg.prune.target_flops
-    if a.epochs not in ("same", "flops"):
-        raise ConfigError(f"arch.epochs={a.epochs!r} is not one of same, flops")
-    if a.epochs == "flops":
-        net = vgg.build(m.depth, **{"width": m.width, **out["overrides"]}, num_classes=num_classes, gated=False)
-        out["epochs"] = int(cfg.trainer.epochs * out["reference"]["flops"] / net.flops())
-    return out
-
-
-def source_run(run_dir) -> dict:
-    """The results.json of a finished, pruned run (for arch.source=run)."""
-    path = os.path.join(str(run_dir), RESULTS) if run_dir else None
-    if not path or not os.path.isfile(path):
-        raise ConfigError(f"arch.run={run_dir}: no {RESULTS} there (give the directory of a finished run)")
-    try:
-        with open(path) as f:
-            res = json.load(f)
-        res["prune"]["compact"]["widths"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"arch.run={run_dir}: {RESULTS} has no pruned widths (prune.compact.widths)") from None
-    return res
 
 
 def bind(obj, *args):
@@ -122,18 +66,44 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
         distributed.teardown()
 
 
+def _schedule(o) -> dict:
+    """The lr schedule's arguments, checked (a ValueError of lr_lambda as a ConfigError)."""
+    args = dict(milestones=o.milestones, factor=o.factor, warmup_epochs=o.warmup_epochs)
+    try:
+        lr_lambda(o.schedule, 1, 1, **args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return args
+
+
+def _budget(cfg):
+    """The FLOPs budget controller, unbound, or None when it does not run (config._budget_runs)."""
+    if cfg.target_flops is None or not cfg.model.gated or not cfg.budget.enabled:
+        return None
+    return build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
+
+
+def check_buildable(cfg, num_classes: int) -> None:
+    """Build what `build_trainer` builds from the config alone (the architecture, the network, its
+    gates' penalty, the budget, the lr schedule) on the meta device: no memory, no data, but every
+    constructor's check, so that `run.py` refuses a run before its directory exists."""
+    with torch.device("meta"):
+        _schedule(cfg.optimizer)
+        arch = architecture(cfg, num_classes)
+        model = build(cfg.model, num_classes=num_classes, binarizer=build(cfg.binarizer), **arch["overrides"])
+        if model.gates():
+            bind(build(cfg.penalty), model)
+            _budget(cfg)
+
+
 def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]:
     """The model, its optimizers, schedules, penalty and budget, wired into a Trainer for `data`;
-    returns (trainer, arch) (arch: which network, see `architecture`). `cfg.trainer.epochs`
+    returns (trainer, arch) (arch: which network, see `arch.architecture`). `cfg.trainer.epochs`
     becomes the architecture's epochs (Scratch-B trains longer)."""
     torch.manual_seed(cfg.seed)
     binarizer = build(cfg.binarizer)
     o = cfg.optimizer
-    schedule_args = dict(milestones=o.milestones, factor=o.factor, warmup_epochs=o.warmup_epochs)
-    try:
-        lr_lambda(o.schedule, 1, 1, **schedule_args)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    schedule_args = _schedule(o)
     arch = architecture(cfg, data.num_classes)
     if arch["epochs"] != cfg.trainer.epochs:
         cfg.trainer.epochs = arch["epochs"]
@@ -152,8 +122,8 @@ def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]
     trainer = Trainer(model, data.train, data.test, opt_w, sched_w, cfg.trainer, val_loader=data.val,
                       opt_g=opt_g, sched_g=sched_g, penalty=penalty, run_dir=run_dir,
                       fingerprint=fingerprint(cfg), eps=cfg.trainer.eps)
-    if cfg.target_flops is not None and gates and cfg.budget.enabled:
-        budget = build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
+    budget = _budget(cfg) if gates else None
+    if budget is not None:
         trainer.budget = bind(budget, model, penalty, trainer.trained_gate_weights, total, cfg.prune.threshold)
     return trainer, arch
 
@@ -180,7 +150,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         finalize_gates(model, opt_g)
         results = {
             "config": config,
-            "target_flops": arch.get("target_flops"),  # the FLOPs target its network was made for
+            "target_flops": arch["target"]["flops"],  # the FLOPs target its network was made for
             "run_name": run_name,
             "choices": choices or {},
             "device": str(device),
@@ -201,14 +171,18 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         }
         if not main:  # rank 0 writes, prunes and reports
             return results
-        with checkpoint.atomic(os.path.join(run_dir, "model.pt")) as tmp:  # never half a file
-            torch.save({"model": model.state_dict(), "config": config, "arch": arch}, tmp)
+        save_torch({"model": model.state_dict(), "config": config, "arch": arch}, os.path.join(run_dir, "model.pt"))
         final = model
         if cfg.prune.enabled:
-            results["prune"], final = prune_run(model, cfg, trainer, run_dir)
+            results["prune"], final = pruning.prune(model, cfg, trainer.evaluate, data, run_dir, tracker=tracker,
+                                                    run_dir=run_dir, step_offset=trainer.step)
+            print(pruned_line(results["prune"]), file=sys.stderr)
         results["cost"] = cost(arch, final)
+        results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
         results["time"]["end"] = now()
         write_json(results, os.path.join(run_dir, RESULTS))
+        if missed:
+            print(f"warning: {missed}", file=sys.stderr)
         tracker.summary(summary_values(results))
         history = trainer.history
         if history:
@@ -222,31 +196,23 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     return results
 
 
-def prune_run(model, cfg, trainer: Trainer, run_dir: str) -> tuple[dict, torch.nn.Module]:
-    """Cut the zero-gate channels (or cut to prune.target_flops), measure dense vs compact,
-    optionally fine-tune, save; returns (the prune record, the compact network)."""
-    try:
-        small, result = prune.prune_and_measure(model, cfg.prune, trainer.evaluate,
-                                                validate=trainer.val_loader is not None)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for name in result["dead_layers"]:
-        print(f"warning: every gate of {name} is zero: the pruned network keeps one zero channel "
-              "there and outputs a constant", file=sys.stderr)
-    p = result["compact"]
-    print(f"pruned: params {result['kept']['params']:.1%} kept, FLOPs {result['kept']['flops']:.1%} "
-          f"kept, latency x{result['speedup']:.2f} faster, top1 {result['test']['dense']['top1']:.4f} "
-          f"-> {result['test']['compact']['top1']:.4f}, widths {p['widths']}", file=sys.stderr)
-    top1 = result["test"]["compact"]["top1"]
-    if cfg.prune.finetune_epochs:
-        result["finetune"] = prune.finetune(small, cfg, trainer.train_loader, trainer.test_loader,
-                                            tracker=trainer.tracker, run_dir=run_dir, step_offset=trainer.step,
-                                            val_loader=trainer.val_loader)
-        top1 = result["finetune"]["test"]["top1"]
-    meta = prune.compact_meta(cfg, result)
-    meta["test_top1"] = top1
-    prune.save_compact(small, os.path.join(run_dir, prune.COMPACT_FILE), meta)
-    return result, small
+def pruned_line(result: dict) -> str:
+    p = result["finetune"]
+    return (f"pruned: params {result['kept']['params']:.1%} kept, FLOPs {result['kept']['flops']:.1%} kept, "
+            f"latency x{result['speedup']:.2f} faster, top1 {result['test']['dense']['top1']:.4f} -> "
+            f"{result['test']['compact']['top1']:.4f}" + (f" (fine-tuned {p['test']['top1']:.4f})" if p else "")
+            + f", widths {result['compact']['widths']}")
+
+
+def reached(results: dict, kind: str | None) -> float | None:
+    """The FLOPs kept by the network a run delivers, as a target of `kind` counts them: a cut
+    against the trained network, any other target against the dense reference; None for a gated
+    network that was not pruned (its FLOPs are what pruning would cut)."""
+    if kind == "cut":
+        return results["prune"]["kept"]["flops"]
+    if "prune" not in results and results["config"]["model"]["gated"]:
+        return None
+    return results["cost"]["flops_kept"]
 
 
 def summary_values(results: dict) -> dict:

@@ -32,6 +32,8 @@ from typing import Sequence
 
 import torch
 
+from gated_pruning.gates import Gate
+
 FORWARD_POINTS = ("lookahead", "prox")
 CLAMPS = ("none", "prox", "lookahead")
 
@@ -199,8 +201,6 @@ class GateSGD(torch.optim.SGD):
 
 def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
     """(weights, gates): gate parameters are those of `Gate` modules."""
-    from gated_pruning.gates import Gate
-
     gate_ids = {id(m.weight) for m in model.modules() if isinstance(m, Gate)}
     weights, gates = [], []
     for p in model.parameters():

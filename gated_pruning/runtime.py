@@ -2,10 +2,13 @@
 made it (code version, torch, device), the name of a run's record, and files written whole."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 from datetime import datetime, timezone
 
 import torch
@@ -15,17 +18,32 @@ from gated_pruning.errors import ConfigError
 RESULTS = "results.json"  # the record every run leaves in its directory
 
 
-def pick_device(name: str) -> torch.device:
-    """`auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`; a one-line error for anything else."""
+def check_device(name: str, need_available: bool = True) -> None:
+    """`device` names a device this code can use (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`) and, if
+    asked, one that exists here; a one-line ConfigError otherwise."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ConfigError(f"device={name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
-    return device
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is not supported (auto, cpu, cuda, cuda:N)")
+    if need_available and device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r} but MPS is not available here (use device=auto or cpu)")
+    if need_available and device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r} but CUDA is not available here (use device=auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+def pick_device(name: str) -> torch.device:
+    """The device `name` gives here (`auto`: CUDA when present, else the CPU), checked."""
+    check_device(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,9 +99,38 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+@contextlib.contextmanager
+def atomic(path: str):
+    """Yield a temporary path of the same name, in a temporary folder next to `path`; on success
+    it replaces `path` (fsynced), on any failure or stop signal it is removed: `path` is always
+    either absent, the old or the new file. (The same name: torch's zip archives name their
+    root folder after the file.)"""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=".tmp-", dir=directory)
+    tmp = os.path.join(tmpdir, os.path.basename(path))
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def write_bytes(data: bytes, path: str) -> None:
+    """Write `data` to `path` whole (see `atomic`); a full disk is an OSError, nothing is left."""
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def save_torch(obj, path: str) -> None:
+    """`torch.save` whole (see `atomic`), through a Python file: a full disk is an OSError
+    (ENOSPC), where torch's own file writer raises a RuntimeError that does not say so."""
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_json(obj: dict, path: str) -> None:
     """Write `obj` as JSON so that `path` is always either absent, the old or the new file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    write_bytes(json.dumps(obj, indent=1).encode(), path)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
+from omegaconf import OmegaConf
+
+from gated_pruning.config import flatten
+
 
 class NullTracker:
     run_id = None
@@ -109,6 +113,15 @@ class WandbTracker:
     def finish(self) -> None:
         self._guard("finish", lambda: self.run.finish())
         self.run = None
+
+
+def tracker_config(cfg, choices: dict | None = None) -> dict:
+    """The run config as a tracker sees it: flat dotted keys (`optimizer.lr`, as a W&B sweep
+    names its parameters) plus each config group's chosen option (`optimizer: apg`, as a sweep
+    over group options sets it), so sweep values and logged config never collide."""
+    out = flatten(OmegaConf.to_container(cfg, resolve=True))
+    out.update({k: v for k, v in (choices or {}).items() if v is not None and not k.startswith("hydra")})
+    return out
 
 
 def build_tracker(cfg, config: dict, name: str | None, run_dir: str, group: str | None = None,

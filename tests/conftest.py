@@ -1,4 +1,6 @@
+import errno
 import hashlib
+import json
 import os
 import pickle
 import struct
@@ -37,19 +39,91 @@ def run_py(*args, cwd=None, env=None, timeout=3000):
                           env=e, capture_output=True, text=True, timeout=timeout)
 
 
+def one_error_line(err: str, kind: str = "error") -> str:
+    """The single `error:` (or `warning:`) line of a command's stderr, which holds nothing else
+    but `warning:` lines (no traceback, no log line)."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"{kind}:")]
+    assert len(lines) == 1, err
+    assert not [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("error:", "warning:"))], err
+    return lines[0]
+
+
+# the kept widths of a VGG-11 pruned to about 30% of its FLOPs (experiment=smoke's network: width 0.125)
+STUB_WIDTHS = [4, 8, 16, 16, 32, 32, 32, 32]
+
+
+def stub_run(d, widths=STUB_WIDTHS, dead=(), target=0.3) -> str:
+    """A finished run's record, as much of it as a scratch preset reads (`arch.run`): the kept
+    widths, the dead layers, the dense reference and the target its network was made for."""
+    from gated_pruning.models.vgg import build
+
+    os.makedirs(d, exist_ok=True)
+    ref = {"widths": [8, 16, 32, 32, 64, 64, 64, 64], "flops": build(11, 0.125, 10, gated=False).flops(), "params": 1}
+    with open(os.path.join(d, "results.json"), "w") as f:
+        json.dump({"prune": {"compact": {"widths": list(widths)}, "dead_layers": list(dead)},
+                   "cost": {"reference": ref}, "target": {"kind": "budget", "flops": target},
+                   "target_flops": target}, f)
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def stub(tmp_path_factory):
+    """The record of a finished, pruned smoke run (no training: scratch presets need only it)."""
+    return stub_run(tmp_path_factory.mktemp("stub"))
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk once `room` bytes are written."""
+
+    def __init__(self, path, mode, room):
+        self.f, self.room = open(path, mode), room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device", self.f.name)
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_claim_between_tests():
+    """launch remembers the directory its command claimed; each test is a command of its own."""
+    from gated_pruning import launch
+
+    yield
+    launch._claim = None
+
+
 def preset_needs(run_dir) -> dict:
     """{group=option: the overrides its user must add}: the run whose architecture a scratch
-    preset retrains, the FLOPs that method=uniform scales to."""
+    preset retrains, the FLOPs that method=uniform scales to and the cut presets cut to, the
+    penalty that hard-concrete gates need (and the gates that the L0 penalty needs)."""
     return {"method=scratch_e": [f"arch.run={run_dir}"], "method=scratch_b": [f"arch.run={run_dir}"],
-            "method=uniform": ["target_flops=0.5"]}
+            "method=uniform": ["target_flops=0.5"], "method=l1norm": ["target_flops=0.5"],
+            "method=slimming": ["target_flops=0.5"], "binarizer=hard_concrete": ["penalty=l0"],
+            "penalty=l0": ["binarizer=hard_concrete"]}
 
 
 def snapshot(d):
-    """{relative path: bytes} of every file below `d` (.hydra/ included)."""
+    """{relative path: bytes} of every file below `d` (.hydra/ included; a symbolic link: where it
+    points)."""
     out = {}
     for dirpath, _, files in os.walk(d):
         for f in files:
             p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                out[os.path.relpath(p, d)] = b"-> " + os.readlink(p).encode()
+                continue
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, d)] = fh.read()
     return out

@@ -3,17 +3,16 @@
 layer) and the prune command's --target-flops (their comparison report: test_compare.py)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from gated_pruning import experiment
+from gated_pruning import experiment, prune
 from gated_pruning.models.vgg import VGG, build, uniform_width, vgg_widths
-from gated_pruning.prune import compact, global_cut, target_masks
+from gated_pruning.masks import global_cut, target_masks
+from gated_pruning.surgery import compact
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, STUB_WIDTHS, make_cfg, snapshot
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_uniform_width_matches_the_flops_target(target):
@@ -68,6 +67,7 @@ def test_scratch_runs_train_the_kept_widths_and_scratch_b_scales_the_epochs(tmp_
         res = experiment.run(cfg, str(tmp_path / method))
         assert res["cost"]["final"]["widths"] == widths and res["config"]["trainer"]["epochs"] == epochs
         assert res["target_flops"] == 0.3 and res["cost"]["reference"]["flops"] == ref["flops"]
+        assert res["target"] == {"kind": "arch_run", "flops": 0.3, "reached": res["cost"]["flops_kept"], "missed": False}
     assert epochs > 1
 
 
@@ -84,42 +84,46 @@ def dense_run(tmp_path_factory):
     return d, res
 
 
-@pytest.fixture(scope="module")
-def cut_run(dense_run):
-    """The dense run cut to 40% of its FLOPs by filter L1 norm and fine-tuned, by the prune command."""
-    d, _ = dense_run
-    r = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(d), "--target-flops", "0.4",
-                        "--finetune-epochs", "1", "--method", "l1norm"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return d / "prune-flops0.4-l1norm-ft1"
-
-
-def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dense_run, cut_run):
+def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dense_run, capsys):
+    """The dense run cut to 40% of its FLOPs by filter L1 norm and fine-tuned, by the prune command
+    (in this process: tests/test_prune.py runs the command itself)."""
     d, res = dense_run
-    out = cut_run
+    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1", "--method", "l1norm"]) == 0
+    out = d / "prune-flops0.4-l1norm-ft1"
     rec = json.loads((out / "results.json").read_text())
     assert rec["method"] == "l1norm" and rec["target_flops"] == 0.4
+    assert rec["target"] == {"kind": "cut", "flops": 0.4, "reached": rec["prune"]["kept"]["flops"], "missed": False}
     assert rec["prune"]["criterion"] == "l1norm" and rec["prune"]["finetune"]["epochs"] == 1
     assert 0.3 <= rec["cost"]["flops_kept"] <= 0.4
     assert rec["prune"]["test"]["dense"]["top1"] == pytest.approx(res["metrics"]["test"]["top1"])
     # a second identical command refuses instead of overwriting
-    again = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(d), "--target-flops", "0.4",
-                            "--finetune-epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and again.stderr.startswith("error: ") and "exists already" in again.stderr
+    capsys.readouterr()
+    before = snapshot(out)
+    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "exists already" in err and snapshot(out) == before
 
 
+# the one meaning of each preset's FLOPs target (results.json's "target"), at target_flops=0.5
+TARGET_KIND = {"dense": None, "uniform": "uniform", "l1norm": "cut", "slimming": "cut", "sss": "budget",
+               "binary": "budget", "sss_paper": "budget", "scratch_e": "arch_run", "scratch_b": "arch_run"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(m[:-5] for m in os.listdir(os.path.join(ROOT, "conf", "method"))))
-def test_every_method_preset_runs_end_to_end(method, cut_run, tmp_path):
-    """Every registered method trains, prunes and records its cost on the synthetic set."""
-    extra = [f"arch.run={cut_run}"] if method.startswith("scratch") else ["target_flops=0.5"]
+def test_every_method_preset_runs_end_to_end(method, stub, tmp_path):
+    """Every registered method trains, prunes and records its cost and target on the synthetic set."""
+    extra = [f"arch.run={stub}"] if method.startswith("scratch") else ["target_flops=0.5"]
     cfg = make_cfg("experiment=smoke", f"method={method}", "trainer.epochs=1", "dataset.train_size=128",
                    "prune.finetune_epochs=0", *extra)
     res = experiment.run(cfg, str(tmp_path))
     assert 0 < res["cost"]["flops_kept"] <= 1.0 and res["metrics"]["test"]["top1"] >= 0
-    if method.startswith("scratch"):  # the cut run's widths, against the dense reference
-        assert res["cost"]["final"]["widths"] == json.loads((cut_run / "results.json").read_text())[
-            "prune"]["compact"]["widths"]
+    kind = TARGET_KIND[method]
+    assert res["target"]["kind"] == kind and res["target_flops"] == res["target"]["flops"]
+    assert res["target"]["flops"] == (None if kind is None else 0.3 if kind == "arch_run" else 0.5)
+    assert not res["target"]["missed"]  # budgets, widths and cuts hold their target
+    if method.startswith("scratch"):  # the source run's widths, against the dense reference
+        assert res["cost"]["final"]["widths"] == STUB_WIDTHS
     elif method == "uniform":  # the closest width multiplier
         assert abs(res["cost"]["flops_kept"] - 0.5) <= 0.03
     elif method != "dense":  # budgets and cuts end at the target or just under it

@@ -67,6 +67,7 @@ def test_bad_settings_are_refused(kwargs, match):
         FlopsBudget(**kwargs)
 
 
+@pytest.mark.slow
 def test_a_budget_run_on_the_synthetic_set_ends_at_its_target(tmp_path):
     r = run_py("experiment=smoke", "target_flops=0.5", "model.gate_position=relu", "dataset.train_size=1024",
                "trainer.epochs=6", "binarizer=threshold", "model.gate_init=0.6", "model.gate_jitter=0.02",
@@ -81,6 +82,7 @@ def test_a_budget_run_on_the_synthetic_set_ends_at_its_target(tmp_path):
     assert 0.5 - 0.03 <= kept <= 0.5, res["prune"]["kept"]
     assert kept == pytest.approx(hist[-1]["flops_kept"], abs=1e-6)
     assert res["cost"]["flops_kept"] == pytest.approx(kept)
+    assert res["target"] == {"kind": "budget", "flops": 0.5, "reached": res["cost"]["flops_kept"], "missed": False}
 
 
 def test_freeze_cuts_to_the_target_and_keeps_closed_channels_closed():

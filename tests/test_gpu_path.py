@@ -46,6 +46,7 @@ def test_split_and_join_give_the_same_bytes_and_refuse_a_damaged_part(tmp_path):
     assert not again.exists() and not (tmp_path / "again.npz.tmp").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="bash script")
 def test_gpu_script_runs_every_stage_at_toy_size_on_the_cpu(tmp_path):
     """Staged parts in, benchmark ratios, throughput, a 1-epoch multirun and its comparison report out."""

@@ -2,7 +2,7 @@
 job of a sweep included) and of the three tools gets one `error:` line before any work; a run
 never writes into another run's directory, and a refused run writes nothing anywhere.
 
-Most cases call the functions `run.py` and the tools call (`cli.preflight`, `prune.main`, ...)
+Most cases call the functions `run.py` and the tools call (`launch.prepare`, `prune.main`, ...)
 in this process: the same code, without a second of interpreter start-up each. A few go
 through `run.py` itself to check the wiring (exit status, stderr, the files on disk)."""
 import json
@@ -12,22 +12,14 @@ import shutil
 import pytest
 import torch
 
-from gated_pruning import cli, evaluate, prune
+from gated_pruning import evaluate, launch, prune, pruning
 from gated_pruning.reports import sweep
 from gated_pruning.config import RULES, check_config, problems
+from gated_pruning.preflight import group_options, quote
 
-from conftest import CONF, make_cfg, preset_needs, run_py, snapshot
+from conftest import CONF, make_cfg, one_error_line, preset_needs, run_py, snapshot
 
-GROUPS = cli.group_options(CONF)
-
-
-def one_error_line(err: str) -> str:
-    """The single `error:` line of a failed command's stderr (and nothing that looks like a traceback)."""
-    assert "Traceback" not in err, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, err
-    assert not [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("error:", "warning:"))], err
-    return errors[0]
+GROUPS = group_options(CONF)
 
 
 # ------------------------------------------------------------------ every key has a rule
@@ -44,9 +36,9 @@ def compositions(run_dir):
             yield name, make_cfg(name, *needs.get(name, []))
 
 
-def test_every_key_of_every_option_and_preset_has_a_rule_and_passes_it(finished_run):
+def test_every_key_of_every_option_and_preset_has_a_rule_and_passes_it(stub):
     seen = set()
-    for name, cfg in compositions(finished_run):
+    for name, cfg in compositions(stub):
         found = problems(cfg)
         assert not found, f"{name}: {found}"  # a key without a rule is reported here, by name
         from gated_pruning.config import flatten
@@ -68,7 +60,7 @@ def test_a_key_without_a_rule_is_refused():
 def preflight(capsys, *argv):
     """(exit status, the one error line) of run.py's checks for this command line."""
     with pytest.raises(SystemExit) as e:
-        cli.preflight(list(argv))
+        launch.prepare(list(argv))
     return e.value.code, one_error_line(capsys.readouterr().err)
 
 
@@ -129,14 +121,14 @@ BAD_RUNS = [
     ("budget.ramp=2", "budget.ramp=2 is outside [0, 1]"),
     ("budget.freeze=0", "budget.freeze=0 is outside (0, 1]"),
     ("budget.min_gamma=1 budget.max_gamma=0.1", "budget.min_gamma=1 is above budget.max_gamma=0.1"),
-    ("arch.source=uniform", "arch.source=uniform needs target_flops"),
-    ("arch.source=uniform target_flops=0.5", "arch.source=uniform trains a plain network"),
+    ("arch.source=uniform", "arch.source=uniform needs arch.target_flops"),
+    ("arch.source=uniform arch.target_flops=0.5", "arch.source=uniform trains a plain network"),
     ("arch.source=run model.gated=false", "arch.source=run needs arch.run="),
     ("arch.source=run arch.run=/nonexistent model.gated=false", "arch.run=/nonexistent: no results.json there"),
     ("arch.epochs=flops", "arch.epochs=flops scales the epochs by a reference network"),
     ("model.gate_position=middle", "model.gate_position='middle' is not one of bn, relu"),
     ("model.gate_position=relu optimizer.gates.clamp=none", "model.gate_position=relu with float gates needs them clamped"),
-    ("model.min_keep=-1", "model.min_keep=-1 must be >= 0"),
+    ("model.min_keep=-1", "model.min_keep=-1 must be a finite number in [0, 1) or an integer >= 1"),
     ("model.widths=[4,0]", "model.widths=[4, 0] holds 0, which must be >= 1"),
     ("binarizer=hard_concrete binarizer.estimator=clipped", "binarizer.estimator='clipped' is not one of relaxed, straight_through"),
     ("binarizer=hard_concrete binarizer.stretch=[0,1]", "binarizer.stretch=[0, 1] must be [gamma, zeta]"),
@@ -204,6 +196,35 @@ BAD_RUNS = [
     ("+dataset.root=x", "+dataset.root=x: dataset=synthetic has no key root"),
     ("~gamma", "~gamma: removing a config key is not supported"),
     ("optimizer.gates=3", "is missing: an override replaced the section that holds it"),
+    # issue 16: combinations that make no sense, values a launcher cannot take, checks that ran
+    # only once the run directory existed
+    ("device=cuda:7", "device='cuda:7'"),
+    ("hydra.run.dir=/proc/no/run", "hydra.run.dir=/proc/no/run: cannot create the output directory there"),
+    ("binarizer=hard_concrete", "binarizer=hard_concrete needs penalty=l0"),
+    ("penalty=l0", "penalty=l0 needs binarizer=hard_concrete"),
+    ("target_flops=0.5 budget.start=0.6 budget.ramp=0.5", "the ramp must be > 0 and end within the run (start + ramp <= 1)"),
+    ("target_flops=0.5 budget.ramp=0", "the ramp must be > 0"),
+    ("target_flops=0.5 budget.freeze=0.3", "budget.freeze=0.3 comes before the ramp ends"),
+    ("target_flops=0.5 budget.ki=0", "budget.ki=0 must be > 0"),
+    ("target_flops=0.5 gamma=0", "the budget starts from gamma, it must be > 0"),
+    ("budget.min_gamma=0.1 budget.max_gamma=0.1", "budget.min_gamma=0.1 equals budget.max_gamma=0.1"),
+    ("model.widths=[4,8]", "model.widths=[4, 8]: VGG-11 needs 8 conv widths"),
+    ("model.min_keep=1.5", "model.min_keep=1.5 must be a finite number in [0, 1) or an integer >= 1"),
+    ("method=uniform target_flops=0.5 model.widths=[4,8,16,16,32,32,32,32]",
+     "model.widths=[4, 8, 16, 16, 32, 32, 32, 32] and arch.source=uniform both set the widths"),
+    ("method=l1norm", "prune.finetune_epochs=1 fine-tunes the pruned network, but a plain network (model.gated="
+                      "false) is pruned only by a cut to prune.target_flops, which is null (method=l1norm cuts"),
+    ("method=dense prune.finetune_epochs=1", "prune.finetune_epochs=1 fine-tunes the pruned network, but a plain network"),
+    ("prune.target_flops=0.5 prune.round_to=8", "prune.round_to=8 shapes a cut of the zero gates; prune.target_flops=0.5 sets"),
+    ("prune.target_flops=0.5 prune.threshold=0.1", "prune.threshold=0.1 shapes a cut of the zero gates"),
+    ("-m gamma=0,1 hydra/launcher=submitit_local hydra.launcher.tasks_per_node=2",
+     "tasks_per_node=2 would start 2 processes that each train the same job into one folder"),
+    ("-m gamma=0,1 hydra/launcher=submitit_local hydra.launcher.nodes=2", "would start 2 processes"),
+    ("-m gamma=0,1 hydra/launcher=submitit_local hydra.launcher.timeout_min=-5",
+     "hydra.launcher.timeout_min=-5 must be >= 1"),
+    ("-m gamma=0,1 hydra/launcher=submitit_local hydra.launcher.mem_gb=0", "hydra.launcher.mem_gb=0 must be > 0"),
+    ("-m gamma=0,1 hydra/launcher=joblib hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0 runs no job"),
+    ("-m gamma=0,1 hydra/launcher=joblib hydra.launcher.timeout=-1", "hydra.launcher.timeout=-1.0 must be > 0"),
     # syntax, flags, Hydra's own keys
     ("gamma=[1", "cannot parse the overrides"),
     ("gamma=0.1,0.2", "Ambiguous value for argument 'gamma=0.1,0.2'"),
@@ -241,17 +262,21 @@ def test_every_bad_run_input_is_one_line_before_any_work(line, needle, capsys, t
     assert os.listdir(tmp_path) == []  # nothing written anywhere
 
 
-def test_run_py_itself_gives_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.slow
+def test_run_py_itself_gives_one_line_and_writes_nothing(tmp_path, finished_run):
+    earlier = snapshot(finished_run)  # a run the failing commands must leave as it is
     for args, needle in [(["gamma=abc"], "gamma='abc' is not a number"),
                          (["gama=1"], "did you mean gamma?"),
                          (["-m", "optimizer.lr=0.05,-1,0.1"], "job 1 of 3")]:
         r = run_py(*args, "experiment=smoke", cwd=str(tmp_path))
         assert r.returncode == 2 and needle in one_error_line(r.stderr), r.stderr
     assert os.listdir(tmp_path) == []  # no outputs/, no multirun/: not even job 0 ran
+    assert snapshot(finished_run) == earlier
 
 
 # ------------------------------------------------------------------ a directory of its own
 
+@pytest.mark.slow
 def test_a_run_never_writes_into_another_runs_directory(finished_run, tmp_path):
     before = snapshot(finished_run)
     sweep = tmp_path / "sweep"
@@ -275,14 +300,14 @@ def test_a_run_never_writes_into_another_runs_directory(finished_run, tmp_path):
 def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     fixed = "hydra.run.dir=outputs/${now:%Y}/same"  # a time stamp that two runs share
-    first = cli.preflight(["experiment=smoke", fixed])
-    second = cli.preflight(["experiment=smoke", fixed])
+    first = launch.prepare(["experiment=smoke", fixed])
+    second = launch.prepare(["experiment=smoke", fixed])
     year = __import__("datetime").datetime.now().year
     assert first[-1] == f"hydra.run.dir='outputs/{year}/same'"
     assert second[-1] == f"hydra.run.dir='outputs/{year}/same-1'"
     assert sorted(os.listdir(tmp_path / "outputs" / str(year))) == ["same", "same-1"]
     # a directory named without a time stamp is never renamed: the second run is refused
-    cli.preflight(["experiment=smoke", "hydra.run.dir=mine"])
+    launch.prepare(["experiment=smoke", "hydra.run.dir=mine"])
     code, err = preflight(capsys, "experiment=smoke", "hydra.run.dir=mine")
     assert code == 2 and "hydra.run.dir=mine already holds another run (.hydra/)" in err
 
@@ -293,7 +318,7 @@ def test_claimed_directory_names_survive_hydra_quoting():
     from omegaconf import OmegaConf
 
     for odd in ["/tmp/a b,c=d'e", "/tmp/x${now:%Y}", "/tmp/back\\slash", "/tmp/[1,2]", "/tmp/q\\'", "/tmp/end\\"]:
-        ov = OverridesParser.create().parse_override(f"hydra.run.dir={cli._quote(odd)}")
+        ov = OverridesParser.create().parse_override(f"hydra.run.dir={quote(odd)}")
         assert OmegaConf.create({"d": ov.value()}).d == odd and not ov.is_sweep_override()
 
 
@@ -345,6 +370,9 @@ def odd_files(tmp_path_factory, finished_run):
     torch.save({"a": 1}, d / "no_model" / "model.pt")
     (d / "bad_model").mkdir()
     (d / "bad_model" / "model.pt").write_bytes(b"\x00" * 10)
+    (d / "npzdir" / "cifar100.npz").mkdir(parents=True)  # a folder named as the archive
+    (d / "loop").mkdir()
+    os.symlink("cifar100.npz", d / "loop" / "cifar100.npz")  # a link to itself
     program = torch.export.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),))
     torch.export.save(program, d / "plain.pt2")  # a torch.export file without our metadata
     return d
@@ -379,6 +407,12 @@ def prune_cases(run, odd):
         ([run, "--finetune-epochs", "-1"], "--finetune-epochs -1 must be >= 0"),
         ([run, "--finetune-epochs", "0.5"], "--finetune-epochs 0.5 is not an integer"),
         ([run, "--finetune-lr", "0"], "--finetune-lr 0 must be > 0"),
+        # flags that make no sense together (issue 16)
+        ([run, "--target-flops", "0.5", "--round-to", "8"],
+         "--round-to shapes a cut of the zero gates; --target-flops sets the widths itself"),
+        ([run, "--target-flops", "0.5", "--threshold", "0.1"], "--threshold shapes a cut of the zero gates"),
+        ([run, "--finetune-lr", "0.1"], "--finetune-lr is the learning rate of fine-tuning: give --finetune-epochs N"),
+        ([run, "--threshold", "0", "--data-root", odd / "a_file"], "a_file is a file, not a folder"),
     ]
 
 
@@ -404,6 +438,10 @@ def evaluate_cases(run, odd):
         ([odd / "cifar.pt2", "--data-root", odd / "small"], "outputs shape (4, 10) per batch, but cifar100 has 100 classes"),
         ([odd / "old.pt2"], "was trained on synthetic data by an older version"),
         ([odd / "imagenet.pt2"], "unknown data set 'imagenet'"),
+        # the data root named by the tool's own flag, and what is wrong with the archive (issue 16)
+        ([odd / "cifar.pt2", "--data-root", odd / "small" / "cifar100.npz"], "--data-root='"),
+        ([odd / "cifar.pt2", "--data-root", odd / "npzdir"], "cifar100.npz is a folder, not a file"),
+        ([odd / "cifar.pt2", "--data-root", odd / "loop"], "cifar100.npz is a symbolic link that leads back to itself"),
     ]
 
 
@@ -429,6 +467,7 @@ def test_every_bad_tool_input_is_one_line_and_writes_nothing(name, main, cases, 
     for argv, needle in cases(finished_run, odd_files):
         code, err = tool(capsys, main, *argv)
         assert code == 2 and needle in one_error_line(err), (argv, err)
+        assert "dataset.root" not in err  # a key the tools do not have
     assert snapshot(finished_run) == before and snapshot(odd_files) == odd_before
 
 
@@ -455,12 +494,12 @@ def test_a_failing_or_stopped_tool_leaves_no_partial_output(finished_run, tmp_pa
 
     out = tmp_path / "deep" / "out"
 
-    save = prune.save_compact
+    save = pruning.save_compact
 
     def save_then_stop(*args):  # compact.pt2 is written, prune.json not yet
         save(*args)
         raise Interrupted("SIGINT")
-    monkeypatch.setattr(prune, "save_compact", save_then_stop)
+    monkeypatch.setattr(pruning, "save_compact", save_then_stop)
     code, err = tool(capsys, prune.main, finished_run, "--threshold", "0.5", "--out", out)
     assert code == 130 and "stopped by SIGINT; nothing was written" in one_error_line(err)
     assert os.listdir(tmp_path) == []  # no out/, no deep/, no temporary folder

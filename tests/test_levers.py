@@ -59,6 +59,7 @@ def test_a_compiled_step_is_the_eager_step_to_float_tolerance(gates):
 
 @pytest.mark.parametrize("gates", [GATES[0], ["method=binary", "target_flops=0.5"],
                                    ["binarizer=hard_concrete", "penalty=l0"]])
+@pytest.mark.slow
 def test_a_compiled_run_prunes_as_an_eager_run(gates, tmp_path):
     eager = train(tmp_path, "eager", *gates, "trainer.epochs=2")
     compiled = train(tmp_path, "compiled", *gates, "trainer.epochs=2", "trainer.compile=true")
@@ -80,6 +81,7 @@ def test_a_bf16_step_is_the_float32_step_to_bf16_tolerance(gates):
     assert diff["classifier.weight"] < 0.05 and max(diff.values()) < 0.5, diff
 
 
+@pytest.mark.slow
 def test_a_bf16_run_trains_and_evaluates_in_float32(tmp_path):
     f32 = train(tmp_path, "f32", "method=sss", "target_flops=0.5", "trainer.epochs=2")
     bf16 = train(tmp_path, "bf16", "method=sss", "target_flops=0.5", "trainer.epochs=2", "trainer.amp=true")
@@ -105,6 +107,7 @@ def test_bf16_autocast_and_channels_last_reach_the_layers(tmp_path):
     assert seen[1][:2] == (torch.float32, torch.float32)  # evaluation: float32
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_two_jobs_at_once_with_one_thread_each(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     r = run_py("-m", "experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from gated_pruning import experiment, prune
 from gated_pruning.gates import HardConcreteBinarizer, StochasticBinarizer, ThresholdBinarizer
 from gated_pruning.models.vgg import VGG, build
-from gated_pruning.prune import compact, count_flops, keep_masks
+from gated_pruning.masks import keep_masks
+from gated_pruning.measure import count_flops
+from gated_pruning.surgery import compact
 from gated_pruning.stats import count_params
 
-from conftest import ROOT, run_py
+from conftest import ROOT, make_cfg, run_py
 
 
 def trained_looking(model, zero_pattern, seed):
@@ -119,6 +122,7 @@ def write_npz(root, n_train=300, n_test=100, classes=100):
              x_test=x[n_train:], y_test=y[n_train:])
 
 
+@pytest.mark.slow
 def test_run_prunes_saves_and_the_compact_file_reevaluates_alone(tmp_path):
     write_npz(tmp_path)
     run = tmp_path / "run"
@@ -147,30 +151,28 @@ def test_run_prunes_saves_and_the_compact_file_reevaluates_alone(tmp_path):
     assert got["examples"] == 80 and got["top1"] == pytest.approx(pr["finetune"]["test"]["top1"])
 
 
-def test_prune_a_finished_run_again_at_another_threshold(tmp_path):
+@pytest.mark.slow
+def test_prune_a_finished_run_again_at_another_threshold(tmp_path, capsys):
     run = tmp_path / "run"
-    r = run_py("experiment=smoke", "optimizer=sgd", "gamma=0.01", "trainer.epochs=1", f"hydra.run.dir={run}")
-    assert r.returncode == 0, r.stderr
-    res = json.load(open(run / "results.json"))
+    res = experiment.run(make_cfg("experiment=smoke", "optimizer=sgd", "gamma=0.01", "trainer.epochs=1"), str(run))
     assert sum(res["gates"]["final"]["zeros"]) == 0  # SGD never lands on exact zero
 
-    def prune_again(*args):
-        return subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(run), *args],
-                              cwd=ROOT, capture_output=True, text=True)
-
-    p = prune_again("--threshold", "0.99")
+    # the command itself, once: python -m gated_pruning.prune
+    p = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(run), "--threshold", "0.99"],
+                       cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     again = json.load(open(run / "prune-0.99" / "prune.json"))
     assert again["threshold"] == 0.99
-    p8 = prune_again("--threshold", "0.99", "--round-to", "8", "--out", str(run / "r8"))
-    assert p8.returncode == 0, p8.stderr
+    assert prune.main([str(run), "--threshold", "0.99", "--round-to", "8", "--out", str(run / "r8")]) == 0
     rounded = json.load(open(run / "r8" / "prune.json"))["compact"]["widths"]
     assert all(w % 8 == 0 or w == c for w, c in zip(rounded, res["gates"]["channels"]))
     assert sum(again["compact"]["widths"]) < sum(res["prune"]["compact"]["widths"])
     assert os.path.isfile(run / "prune-0.99" / "compact.pt2")
     before = open(run / "prune-0.99" / "prune.json").read()
-    p = prune_again("--threshold", "0.99")  # would overwrite: refused, nothing touched
-    assert p.returncode == 2 and p.stderr.startswith("error: ") and "exists already" in p.stderr
+    capsys.readouterr()
+    assert prune.main([str(run), "--threshold", "0.99"]) == 2  # would overwrite: refused, nothing touched
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "exists already" in err
     assert open(run / "prune-0.99" / "prune.json").read() == before
 
 

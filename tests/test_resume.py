@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, run_py, snapshot
+from conftest import ROOT, make_cfg, one_error_line, run_py, snapshot
 
 # 32 steps an epoch, a checkpoint every 5 steps: every step-checkpoint is mid-epoch
 ARGS = ["experiment=smoke", "dataset.train_size=2048", "trainer.epochs=2", "trainer.log_every=4",
@@ -62,6 +62,7 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["binarizer=stochastic"], ["optimizer=sgd", "optimizer.gates.clamp=true"],
                                    ["trainer.compile=true", "method=binary", "target_flops=0.5"],
                                    ["trainer.amp=false", "trainer.channels_last=true"]])
@@ -79,6 +80,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(extra, uninterrupted, tm
     assert_identical(uninterrupted(extra), resumed)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tmp_path):
     extra = ["binarizer=threshold"]
     stopped = tmp_path / "stopped"
@@ -96,17 +98,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, t
     assert_identical(uninterrupted(extra), resumed)
 
 
-def one_error_line(err):
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def no_temporary_files(d):
     return not [os.path.join(p, f) for p, ds, fs in os.walk(d) for f in fs + ds if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_and_saves_and_a_signal_while_pruning_keeps_a_resume_point(uninterrupted, tmp_path):
     extra = ["binarizer=threshold"]
     # 1. Ctrl-C (SIGINT) mid-training: the step is finished, a checkpoint saved, the command printed
@@ -164,6 +160,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once(tmp_path):
     # 8 steps per epoch, a checkpoint after step 1: the second Ctrl-C, in step 2, keeps it
     run = tmp_path / "run"
@@ -199,6 +196,7 @@ def last_line(r):
     return lines[-1] if lines else ""
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     r = run_py("experiment=smoke", "optimizer.lr=1e4", "optimizer.schedule=constant",
                "trainer.checkpoint_every_steps=1", f"hydra.run.dir={tmp_path}")
@@ -216,22 +214,32 @@ def finished(finished_run):
     return finished_run
 
 
+def refused(capsys, *argv):
+    """(exit status, the one error line) of run.py's checks (in this process: the resume path
+    through run.py itself is the SIGKILL and SIGTERM tests above)."""
+    from gated_pruning import launch
+
+    with pytest.raises(SystemExit) as e:
+        launch.prepare(list(argv))
+    return e.value.code, one_error_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("make,needle", [
     (lambda p: p.write_bytes(b"garbage" * 10), "corrupt or unreadable checkpoint"),
     (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "corrupt or unreadable checkpoint"),
     (lambda p: torch.save({"payload": subprocess.Popen}, p), "corrupt or unreadable checkpoint"),
     (lambda p: torch.save({"format": 99}, p), "not a gated_pruning checkpoint"),
 ])
-def test_corrupt_checkpoint_is_refused(make, needle, finished, tmp_path):
+def test_corrupt_checkpoint_is_refused(make, needle, finished, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     p = bad / "checkpoint.pt"
     p.write_bytes((finished / "checkpoint.pt").read_bytes())
     make(p)
     before, earlier = snapshot(bad), snapshot(finished)
-    r = run_py("experiment=smoke", "trainer.epochs=1", f"resume={bad}", f"hydra.run.dir={tmp_path / 'new'}")
-    assert r.returncode == 2 and last_line(r).startswith("error: resume=") and needle in last_line(r), r.stderr
-    assert snapshot(bad) == before and snapshot(finished) == earlier
+    code, line = refused(capsys, "experiment=smoke", "trainer.epochs=1", f"resume={bad}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert code == 2 and line.startswith("error: resume=") and needle in line
+    assert snapshot(bad) == before and snapshot(finished) == earlier and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -239,29 +247,19 @@ def test_corrupt_checkpoint_is_refused(make, needle, finished, tmp_path):
     ("model.depth=13", "model.depth: 11 in checkpoint vs 13 now"),
     ("binarizer=threshold", "binarizer._target_"),
 ])
-def test_checkpoint_of_another_config_is_refused(override, needle, finished, tmp_path):
+def test_checkpoint_of_another_config_is_refused(override, needle, finished, tmp_path, capsys):
     earlier = snapshot(finished)
-    r = run_py("experiment=smoke", "trainer.epochs=1", override, f"resume={finished}",
-               f"hydra.run.dir={tmp_path}")
-    assert r.returncode == 2 and "different config" in last_line(r) and needle in last_line(r), r.stderr
+    code, line = refused(capsys, "experiment=smoke", "trainer.epochs=1", override, f"resume={finished}",
+                         f"hydra.run.dir={tmp_path / 'new'}")
+    assert code == 2 and "different config" in line and needle in line
     assert snapshot(finished) == earlier
 
 
-def test_missing_checkpoint(tmp_path):
-    r = run_py("experiment=smoke", f"resume={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'new'}")
-    assert r.returncode == 2 and "no such checkpoint" in last_line(r)
+def test_a_layer_losing_every_gate_warns_and_is_recorded(tmp_path, capsys):
+    from gated_pruning import experiment
 
-
-@pytest.mark.parametrize("where", ["/etc/hostname/run", "/proc/no/run"])
-def test_unwritable_output_directory(where):
-    r = run_py("experiment=smoke", f"hydra.run.dir={where}")
-    assert r.returncode == 2 and last_line(r).startswith("error: hydra.run.dir=") and "cannot create" in last_line(r)
-
-
-def test_a_layer_losing_every_gate_warns_and_is_recorded(tmp_path):
-    r = run_py("experiment=smoke", "gamma=0.5", "trainer.epochs=2", f"hydra.run.dir={tmp_path}")
-    assert r.returncode == 0, r.stderr
-    assert "warning: every gate of conv" in r.stderr
-    res = json.load(open(tmp_path / "results.json"))
+    res = experiment.run(make_cfg("experiment=smoke", "gamma=0.5", "trainer.epochs=2"), str(tmp_path))
+    assert "warning: every gate of conv" in capsys.readouterr().err
+    assert res == json.load(open(tmp_path / "results.json"))
     assert res["gates"]["dead_layers"] and res["prune"]["dead_layers"]
     assert all(w >= 1 for w in res["prune"]["compact"]["widths"])

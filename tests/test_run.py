@@ -15,6 +15,7 @@ def read_results(d):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_smoke_run_leaves_results_json(tmp_path):
     r = run_py("experiment=smoke", "binarizer=threshold", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
@@ -37,6 +38,7 @@ def test_smoke_run_leaves_results_json(tmp_path):
 
 @pytest.mark.parametrize("gates", [[], ["binarizer=threshold"], ["binarizer=hard_concrete", "penalty=l0"],
                                    ["penalty=polarization", "optimizer.gates.upper=1"]])
+@pytest.mark.slow
 def test_a_layer_floor_keeps_every_layer_alive_at_a_huge_gamma(gates, tmp_path):
     cfg = make_cfg("experiment=smoke", "gamma=20", "model.min_keep=2", "trainer.epochs=1", *gates)
     res = experiment.run(cfg, str(tmp_path))
@@ -47,6 +49,7 @@ def test_a_layer_floor_keeps_every_layer_alive_at_a_huge_gamma(gates, tmp_path):
     assert without["gates"]["dead_layers"]  # the same gamma kills layers without the floor
 
 
+@pytest.mark.slow
 def test_multirun_of_two_gammas(tmp_path):
     r = run_py("-m", "experiment=smoke", "gamma=0,0.05", "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr
@@ -56,6 +59,7 @@ def test_multirun_of_two_gammas(tmp_path):
     assert gammas == [0.0, 0.05]
 
 
+@pytest.mark.slow
 def test_apg_zeroes_gates_and_high_gamma_zeroes_more(tmp_path):
     zeros = {}
     for gamma in (0.0, 0.2):
@@ -75,6 +79,7 @@ def test_run_on_torchvision_cifar100_files(cifar100_files, tmp_path):
 
 @pytest.mark.skipif(not os.path.isfile(SHARED_CIFAR100),
                     reason="the real CIFAR-100 (../shared/data/cifar100.npz) is not on this machine")
+@pytest.mark.slow
 def test_short_run_on_real_cifar100_learns_above_chance(tmp_path):
     cfg = make_cfg("experiment=smoke", "dataset=cifar100", f"dataset.root={os.path.dirname(SHARED_CIFAR100)}",
                    "dataset.train_size=10000", "dataset.test_size=2000", "dataset.batch_size=100",

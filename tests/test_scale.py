@@ -17,6 +17,7 @@ ARGS = ["experiment=smoke", "dataset.train_size=128", "dataset.pad=0", "dataset.
         "trainer.epochs=1", "trainer.log_every=1", "prune.latency_reps=1", "prune.latency_warmup=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binarizer", ["none", "stochastic"])
 def test_two_process_ddp_matches_one_process(binarizer, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
@@ -42,6 +43,7 @@ def test_two_process_ddp_matches_one_process(binarizer, tmp_path):
     assert rb["gates"]["history"][-1]["zeros"] == ra["gates"]["history"][-1]["zeros"]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_trains_under_bf16_autocast(tmp_path):
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -52,6 +54,7 @@ def test_two_process_ddp_trains_under_bf16_autocast(tmp_path):
     assert res["config"]["trainer"]["amp"] and res["metrics"]["step"] == 2
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     r = run_py("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *ARGS,

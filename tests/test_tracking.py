@@ -3,6 +3,7 @@ failing W&B call disables logging with one warning."""
 import glob
 import os
 
+import pytest
 
 from gated_pruning import experiment
 
@@ -11,6 +12,7 @@ from conftest import make_cfg, run_py, wandb_history
 NO_KEY = {"WANDB_API_KEY": None, "WANDB_MODE": None}
 
 
+@pytest.mark.slow
 def test_no_api_key_falls_back_to_offline_with_one_line(tmp_path):
     env = dict(NO_KEY, HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "no-netrc"))
     r = run_py("experiment=smoke", "trainer.epochs=1", "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}", env=env)
@@ -23,6 +25,7 @@ def test_no_api_key_falls_back_to_offline_with_one_line(tmp_path):
     assert any("test/top1" in row for row in rows)
 
 
+@pytest.mark.slow
 def test_unreachable_server_continues_offline(tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9",
            "HOME": str(tmp_path / "home")}

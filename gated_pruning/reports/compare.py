@@ -20,7 +20,7 @@ import math
 import os
 import sys
 
-from gated_pruning.cli import ArgumentParser, run_tool
+from gated_pruning.toolkit import ArgumentParser, run_tool
 from gated_pruning.reports import output, plots
 from gated_pruning.reports.records import load
 from gated_pruning.reports.seeds import mean_std, paired

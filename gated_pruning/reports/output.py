@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 
-from gated_pruning.cli import staged
+from gated_pruning.toolkit import staged
 from gated_pruning.reports.records import ReportError
 
 MARKER = ".gated_pruning-report"  # in every folder a report writes: the next report may replace it

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 
-from gated_pruning.cli import readable_dir
+from gated_pruning.toolkit import readable_dir
 from gated_pruning.errors import UserError
 
 RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 
-from gated_pruning.cli import ArgumentParser, readable_dir, run_tool
+from gated_pruning.toolkit import ArgumentParser, readable_dir, run_tool
 from gated_pruning.reports import plots
 from gated_pruning.reports.output import staged_folder, write_text
 from gated_pruning.reports.records import load

@@ -1,0 +1,78 @@
+"""A compact network as a file that torch alone can load: `compact.pt2`, a torch.export program
+with the metadata (`meta.json`) that `python -m gated_pruning.evaluate` needs to evaluate it on
+its own: the data set, its normalization, the test subset and, for synthetic data, what
+re-creates it."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+
+import torch
+
+from gated_pruning.data import STATS
+from gated_pruning.errors import UserError
+from gated_pruning.runtime import write_bytes
+from gated_pruning.toolkit import one_line
+
+COMPACT_FILE = "compact.pt2"
+
+
+def compact_meta(cfg, result: dict, test_top1: float) -> dict:
+    """The metadata of the compact network pruned by `result` (see `pruning.prune_and_measure`)
+    from a run of config `cfg`; `test_top1`: its test accuracy (fine-tuned, if it was)."""
+    mean, std = STATS[cfg.dataset.name]
+    meta = {"dataset": cfg.dataset.name, "mean": mean, "std": std,
+            "test_size": cfg.dataset.get("test_size"), "subset_seed": cfg.seed + 1,
+            "widths": result["compact"]["widths"], "threshold": result["threshold"],
+            "test_top1": test_top1}
+    if cfg.dataset.name == "synthetic":  # what re-creates its test set (no subset is drawn)
+        meta["synthetic"] = {k: cfg.dataset[k] for k in ("num_classes", "train_size", "test_size", "seed")}
+        meta["test_size"] = None
+    return meta
+
+
+def save_compact(model, path: str, meta: dict) -> None:
+    """Save as a torch.export program, on the CPU: loadable with torch alone (no gated_pruning,
+    no Hydra) on any machine; `.to(device)` the loaded module to run it elsewhere. The program
+    is built in memory and written by Python, whole: a full disk is an OSError (torch's own
+    writer aborts the interpreter there)."""
+    model = copy.deepcopy(model).cpu().eval()
+    x = torch.zeros(2, model.features[0].conv.in_channels, 32, 32)
+    program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={"meta.json": json.dumps(meta)})
+    write_bytes(buffer.getvalue(), path)
+
+
+def load_compact(path: str):
+    """(callable module, meta) from a file written by `save_compact`; a one-line UserError for
+    anything else (torch.export.load logs a traceback before it fails on a foreign file)."""
+    if not _is_pt2_archive(path):
+        raise UserError(f"{path}: not a compact network (a torch.export .pt2 archive, as written by a run "
+                        "or by gated_pruning.prune)")
+    extra = {"meta.json": ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: not a readable compact network ({type(e).__name__}: "
+                        f"{one_line(e, 160)})") from None
+    try:
+        meta = json.loads(extra["meta.json"])
+        meta["dataset"], meta["mean"], meta["std"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: a torch.export program without gated_pruning's metadata (meta.json); "
+                        "evaluate it with torch.export.load(path).module()") from None
+    return program.module(), meta
+
+
+def _is_pt2_archive(path: str) -> bool:
+    """A zip archive in torch.export's layout, named .pt2."""
+    if not path.endswith(".pt2") or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("archive_format") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -1,0 +1,92 @@
+"""The pruning step after training, shared by a run and by `python -m gated_pruning.prune`: cut the
+trained network (masks.py, surgery.py), measure the dense and the compact network (measure.py),
+say what is wrong with the cut (dead layers, a target it cannot meet), fine-tune, and save the
+compact network (export.py)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from omegaconf import OmegaConf
+
+from gated_pruning.errors import ConfigError
+from gated_pruning.export import COMPACT_FILE, compact_meta, save_compact
+from gated_pruning.masks import target_masks
+from gated_pruning.measure import accounting
+from gated_pruning.optim import lr_lambda
+from gated_pruning.surgery import compact
+from gated_pruning.train import Trainer
+
+
+def prune_and_measure(model, cfg, evaluate, validate: bool = False):
+    """(the compact network, the prune record): `model` compacted at `cfg.threshold`, or cut to
+    `cfg.target_flops` by `cfg.criterion`; the dense and compact networks measured. `cfg`: the
+    `prune` config section.
+
+    `evaluate(net, split="test") -> {"loss", "top1", "top5"}`; `validate`: also on "val".
+    The dense reference is the same network with every channel kept and gates folded: a plain
+    VGG of the original widths, timed by the same code as the compact one. A cut to a target has
+    no threshold (the record says null).
+    """
+    dense, _ = compact(model, threshold=-1.0)
+    target = cfg.get("target_flops")
+    crit = cfg.get("criterion") or ("gate" if model.gates() else "l1norm")
+    masks = target_masks(model, target, crit) if target is not None else None
+    small, dead = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
+    d, c = accounting(dense, cfg), accounting(small, cfg)
+    result = {
+        "threshold": cfg.threshold if target is None else None,
+        "target_flops": target, "criterion": crit if target is not None else None,
+        "dense": d, "compact": c,
+        "kept": {"params": c["params"] / d["params"], "flops": c["flops"] / d["flops"]},
+        "speedup": d["latency_ms"] / c["latency_ms"],
+        "dead_layers": dead,
+        "test": {"dense": evaluate(model), "compact": evaluate(small)},
+        "finetune": None,
+    }
+    if validate:
+        result["val"] = {"dense": evaluate(model, split="val"), "compact": evaluate(small, split="val")}
+    return small, result
+
+
+def finetune(small, cfg, train_loader, test_loader, tracker=None, run_dir=".", step_offset=0,
+             val_loader=None) -> dict:
+    """Train the compact network for `cfg.prune.finetune_epochs` (SGD, the run's momentum and
+    weight decay, cosine from `cfg.prune.finetune_lr`) with the same loop as training; returns
+    {"epochs", "lr", "test"}."""
+    p = cfg.prune
+    small.train()
+    opt = torch.optim.SGD(small.parameters(), lr=p.finetune_lr, momentum=cfg.optimizer.momentum,
+                          weight_decay=cfg.optimizer.weight_decay)
+    steps = len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", p.finetune_epochs * steps, steps))
+    tcfg = OmegaConf.merge(cfg.trainer, {"epochs": p.finetune_epochs, "checkpoint": False,
+                                         "checkpoint_every_steps": 0})
+    tuner = Trainer(small, train_loader, test_loader, opt, sched, tcfg, val_loader=val_loader,
+                    tracker=tracker, run_dir=run_dir, log_prefix="finetune/", step_offset=step_offset)
+    metrics = tuner.fit()
+    out = {"epochs": p.finetune_epochs, "lr": p.finetune_lr, "test": metrics["test"]}
+    if "val" in metrics:
+        out["val"] = metrics["val"]
+    return out
+
+
+def prune(model, cfg, evaluate, data, out_dir: str, tracker=None, run_dir: str = ".", step_offset: int = 0):
+    """(the prune record, the compact network): `model` pruned by `cfg.prune`, each problem of the
+    cut in one `warning:` line (a target it misses: `arch.outcome`, by the caller), fine-tuned if asked, saved to `out_dir`/compact.pt2. `data`: the
+    run's loaders (`data.Data`); `evaluate` as in `prune_and_measure`."""
+    try:
+        small, result = prune_and_measure(model, cfg.prune, evaluate, validate=data.val is not None)
+    except ValueError as e:  # a cut this network cannot take (a gate criterion without gates, ...)
+        raise ConfigError(str(e)) from None
+    if result["dead_layers"]:
+        print(f"warning: every gate of {', '.join(result['dead_layers'])} is zero: the pruned network keeps one "
+              "zero channel there and outputs a constant (prune.dead_layers)", file=sys.stderr)
+    top1 = result["test"]["compact"]["top1"]
+    if cfg.prune.finetune_epochs:
+        result["finetune"] = finetune(small, cfg, data.train, data.test, tracker=tracker, run_dir=run_dir,
+                                      step_offset=step_offset, val_loader=data.val)
+        top1 = result["finetune"]["test"]["top1"]
+    save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1))
+    return result, small
