@@ -146,7 +146,7 @@ def bench_prune(args, device, sync) -> list:
     with torch.no_grad():
         for gate in model.gates():  # remove about half of every layer's channels
             gate.weight.copy_((torch.rand(gate.weight.shape, generator=g) < 0.5).float())
-    dense, _ = compact(model, threshold=-1.0)
+    dense = compact(model, threshold=-1.0)[0]
     nets = {"exact": compact(model)[0], "round_to=8": compact(model, round_to=8)[0]}
     dense_flops = count_flops(dense)
     names = ("dense", *nets)

@@ -1,13 +1,16 @@
 """Which network a run trains (the `arch` config node), and the one FLOPs target it is made for.
 
 `architecture(cfg, num_classes)`: the network (`arch.source`), the epochs it trains for and the
-dense reference its FLOPs are counted against:
+dense reference its FLOPs are counted against, for any model of `models/` (through its units):
 - config: the model group's network (reference: the same network, every channel kept);
-- uniform: uniform channel scaling, the width multiplier whose FLOPs are `arch.target_flops` of
-  the configured network's (method=uniform sets it to the top-level target_flops);
-- run: the kept widths of a finished run (`arch.run`), re-initialized (reference: that run's).
-`arch.epochs=flops` multiplies trainer.epochs by reference/this FLOPs (Scratch-B of Liu et al.,
-ICLR 2019: the same compute as training the reference; `same` is Scratch-E).
+- uniform: uniform channel scaling, every channel group kept at one fraction of its width, the
+  fraction whose FLOPs are `arch.target_flops` of the configured network's (method=uniform sets
+  it to the top-level target_flops);
+- run: the kept counts of a finished run (`arch.run`), re-initialized (reference: that run's).
+Both other sources give `counts`, one per unit of the model, which `models.protocol.rebuilt`
+turns into the network. `arch.epochs=flops` multiplies trainer.epochs by reference/this FLOPs
+(Scratch-B of Liu et al., ICLR 2019: the same compute as training the reference; `same` is
+Scratch-E).
 
 `target(cfg, arch)`: what a run's FLOPs target means, said once (results.json's "target"):
 - cut: `prune.target_flops`, a cut of the trained network after training;
@@ -22,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
 from gated_pruning.errors import ConfigError
-from gated_pruning.models import vgg
 from gated_pruning.runtime import RESULTS
 from gated_pruning.stats import count_params
 
@@ -31,42 +36,62 @@ TOLERANCE = 0.03  # how far (fraction of the dense FLOPs) a budget or a uniform 
 HOLDING_PRESETS = "method=sss and method=binary"  # the presets whose budgets end within TOLERANCE (README)
 
 
+def plain_network(cfg, num_classes: int):
+    """The configured network without gates (the dense reference)."""
+    try:
+        return instantiate(cfg.model, num_classes=num_classes, gated=False)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):
+            raise ConfigError(str(e.__cause__)) from None
+        raise
+
+
 def architecture(cfg, num_classes: int) -> dict:
-    """{"source", "overrides" (of the model's build), "epochs", "reference", "target", ["run"]}."""
-    m, a = cfg.model, cfg.arch
-    ref = vgg.vgg_widths(m.depth, m.width)
-    reference = vgg.VGG(ref, num_classes, gated=False)
-    out = {"source": a.source, "overrides": {}, "epochs": cfg.trainer.epochs,
-           "reference": {"widths": reference.widths(), "flops": int(reference.flops()),
-                         "params": count_params(reference)}}
+    """{"source", "counts" (None: the model as configured), "epochs", "reference", "target", ["run"]}."""
+    a = cfg.arch
+    dense = plain_network(cfg, num_classes)
+    units = dense.units()
+    out = {"source": a.source, "counts": None, "epochs": cfg.trainer.epochs,
+           "reference": {"widths": dense.sizes(), "units": [u.name for u in units],
+                         "flops": int(dense.flops()), "params": count_params(dense)}}
     source_target = None
     if a.source == "uniform":  # what each source needs: config._arch_source_complete
-        out["overrides"] = {"width": vgg.uniform_width(m.depth, m.width, a.target_flops, num_classes)}
+        out["counts"] = uniform_counts(dense, a.target_flops)
     elif a.source == "run":
-        src = source_run(a.run, m.depth)
-        out["overrides"] = {"widths": src["prune"]["compact"]["widths"]}
+        src = source_run(a.run, units)
+        out["counts"] = src["prune"]["compact"]["widths"]
         out["run"] = os.path.abspath(a.run)
         source_target = (src.get("target") or {}).get("flops", src.get("target_flops"))
         out["reference"] = (src.get("cost") or {}).get("reference") or out["reference"]
     elif a.source != "config":
         raise ConfigError(f"arch.source={a.source!r} is not one of config, uniform, run")
-    if m.get("widths") is not None:
-        try:
-            vgg.with_widths(m.depth, m.widths)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     if a.epochs not in ("same", "flops"):
         raise ConfigError(f"arch.epochs={a.epochs!r} is not one of same, flops")
     if a.epochs == "flops":
-        net = vgg.build(m.depth, **{"width": m.width, **out["overrides"]}, num_classes=num_classes, gated=False)
-        out["epochs"] = int(cfg.trainer.epochs * out["reference"]["flops"] / net.flops())
+        flops = dense.flops(out["counts"]) if out["counts"] is not None else dense.flops()
+        out["epochs"] = int(cfg.trainer.epochs * out["reference"]["flops"] / flops)
     out["target"] = target(cfg, source_target)
     return out
 
 
-def source_run(run_dir, depth: int) -> dict:
-    """The results.json of a finished, pruned run (for arch.source=run) whose network a VGG-`depth`
-    can take, and that is a learned architecture (no dead layer)."""
+def uniform_counts(dense, target: float) -> list[int]:
+    """Uniform channel scaling: every channel group at one fraction f of its width (at least one
+    channel; blocks kept), the f whose FLOPs are closest to `target` times the dense network's."""
+    units, full = dense.units(), dense.flops()
+
+    def counts(f):
+        return [max(1, int(round(f * u.size))) if u.kind == "channels" else u.size for u in units]
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # FLOPs grow with the fraction: bisect, then pick the closest rounding
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if dense.flops(counts(mid)) < target * full else (lo, mid)
+    return min((counts(lo), counts(hi)), key=lambda c: abs(dense.flops(c) / full - target))
+
+
+def source_run(run_dir, units) -> dict:
+    """The results.json of a finished, pruned run (for arch.source=run) whose kept counts fit the
+    units of this model, and that is a learned architecture (no dead layer)."""
     path = os.path.join(str(run_dir), RESULTS) if run_dir else None
     if not path or not os.path.isfile(path):
         raise ConfigError(f"arch.run={run_dir}: no {RESULTS} there (give the directory of a finished run)")
@@ -77,10 +102,12 @@ def source_run(run_dir, depth: int) -> dict:
         assert isinstance(widths, list) and all(isinstance(w, int) for w in widths)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         raise ConfigError(f"arch.run={run_dir}: {RESULTS} has no pruned widths (prune.compact.widths)") from None
-    convs = sum(v != "M" for v in vgg.CONFIGS[depth])
-    if len(widths) != convs:
-        raise ConfigError(f"arch.run={run_dir}: its network has {len(widths)} conv layers, model.depth={depth} "
-                          f"has {convs}")
+    names = (res.get("prune") or {}).get("units") or (res.get("gates") or {}).get("layers")
+    if len(widths) != len(units) or (names and list(names) != [u.name for u in units]):
+        raise ConfigError(f"arch.run={run_dir}: its network has {len(widths)} prunable units, this model has "
+                          f"{len(units)} ({units[0].name} ... {units[-1].name}): give a run of the same model")
+    if any(w > u.size for w, u in zip(widths, units)):
+        raise ConfigError(f"arch.run={run_dir}: its kept widths {widths} do not fit this model's {[u.size for u in units]}")
     dead = (res.get("prune") or {}).get("dead_layers") or (res.get("gates") or {}).get("dead_layers") or []
     if dead:
         raise ConfigError(f"arch.run={run_dir}: every gate of {', '.join(dead)} is zero in that run, so its "

@@ -21,7 +21,7 @@ after the ramp at which the network is at or below the target: the run stops sel
 once the budget is met, instead of letting the penalty cut further until the freeze). If the
 network is still above the target, the lowest-ranked open channels of the whole network are closed
 until it is not (float gates ranked by |gate|, binary gates by their latent value; every layer
-keeps max(1, its floor)); with `reopen`, a network of binary gates that overshot (fewer FLOPs than
+keeps max(its unit's minimum, its floor): one channel of a channel group, nothing of a residual block); with `reopen`, a network of binary gates that overshot (fewer FLOPs than
 the target) gets back its highest-ranked closed channels while it stays at or under the target.
 The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
 rest of the run trains a fixed, pruned network (`freeze=null`: the controller runs to the end).
@@ -77,6 +77,7 @@ class FlopsBudget:
         self.model, self.penalty, self.trained_weights = model, penalty, trained_weights
         self.total_steps, self.threshold = max(1, int(total_steps)), float(threshold)
         self.dense = float(model.flops())
+        self.least = [u.minimum for u in model.units()]  # what pruning keeps of a unit with every gate at 0
         device = penalty.gamma.device
         self.integral = torch.tensor(math.log(penalty.gamma0), device=device)
         self.error = torch.zeros((), device=device)
@@ -95,7 +96,7 @@ class FlopsBudget:
     def kept_fraction(self) -> torch.Tensor:
         """FLOPs of the network that pruning would give now / dense FLOPs (a device tensor; a
         layer with every gate zero counts one channel, as pruning keeps one)."""
-        counts = [m.sum().clamp_min(1) for m in self.open_masks()]
+        counts = [m.sum().clamp_min(least) for m, least in zip(self.open_masks(), self.least)]
         return self.model.flops(counts) / self.dense
 
     @torch.no_grad()
@@ -105,7 +106,7 @@ class FlopsBudget:
         weights = self.trained_weights()
         scores = [(w if g.binarizer.binary else g.hard(w).abs()).float().cpu() for g, w in zip(gates, weights)]
         keep = global_cut(self.model, scores, self.target, keep=self.open_masks(),
-                          minimum=[max(1, g.min_keep) for g in gates])
+                          minimum=[max(least, g.min_keep) for least, g in zip(self.least, gates)])
         if self.reopen and all(g.binarizer.binary for g in gates):
             keep = self._reopen(scores, keep)
         for g, k in zip(gates, keep):

@@ -25,6 +25,10 @@ LR = number(0, lo_open=True)
 MOMENTUM = number(0, 1, hi_open=True)
 SEED = integer(0, 2**32 - 1)
 
+# the depths each model family builds (models/vgg.py CONFIGS, models/resnet.py DEPTHS)
+MODEL_DEPTHS = {"gated_pruning.models.vgg.build": (11, 13, 16, 19),
+                "gated_pruning.models.resnet.build": (20, 32, 44, 56, 110)}
+
 # Every key of every group option and preset, with what it may hold. A new key: one line here.
 RULES: dict[str, Rule] = {
     "gamma": number(0),
@@ -34,8 +38,12 @@ RULES: dict[str, Rule] = {
     "threads": integer(1, null=True),      # intra-op threads; null: one per core, or the launcher's share
     "resume": text(null=True),             # a run directory or checkpoint file
 
-    "model._target_": choice("gated_pruning.models.vgg.build"),
-    "model.depth": choice(11, 13, 16, 19),
+    "model._target_": choice(*MODEL_DEPTHS, "gated_pruning.models.tv.build"),
+    "model.depth": choice(*sorted({d for ds in MODEL_DEPTHS.values() for d in ds})),  # _depth_fits_model
+    "model.name": text(),                  # torchvision's model name (models.tv checks it)
+    "model.inner_gates": flag(),
+    "model.gate_stream": flag(),
+    "model.block_gates": flag(),
     "model.width": number(0, lo_open=True),
     "model.gated": flag(),
     "model.gate_init": number(),
@@ -264,6 +272,18 @@ def _budget_bounds(c: dict) -> str | None:
     return None
 
 
+def _depth_fits_model(c: dict) -> str | None:
+    m = c.get("model", {})
+    depths = MODEL_DEPTHS.get(m.get("_target_"))
+    if depths and "depth" in m and m["depth"] not in depths:
+        family = m["_target_"].split(".")[-2]
+        return f"model.depth={show(m['depth'])} is not a depth of {family} (one of {', '.join(map(str, depths))})"
+    if m.get("gated") and "inner_gates" in m and not (m["inner_gates"] or m.get("gate_stream") or m.get("block_gates")):
+        return ("model.inner_gates, model.gate_stream and model.block_gates are all false: a gated ResNet needs "
+                "at least one kind of gate (or model.gated=false)")
+    return None
+
+
 def _gate_kind_fits_penalty(c: dict) -> str | None:
     if not _gated(c):
         return None
@@ -323,7 +343,7 @@ def _cut_settings(c: dict) -> str | None:
 
 CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
                 _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
-                _budget_bounds, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings)
+                _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings)
 
 
 # ------------------------------------------------------------------ settings a run will not read
@@ -333,7 +353,8 @@ NOT_GATED = "model.gated=false trains a plain network, without gates"
 CONDITIONAL_KEYS = [
     *[(k, _gated, NOT_GATED) for k in ("gamma", "penalty", "binarizer", "optimizer.gates", "model.gate_init",
                                        "model.gate_jitter", "model.min_keep", "model.bn_weight",
-                                       "model.gate_position")],
+                                       "model.gate_position", "model.inner_gates", "model.gate_stream",
+                                       "model.block_gates")],
     ("budget", _budget_runs, "the budget trains only a gated network with target_flops set and "
                              "budget.enabled=true"),
     ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",

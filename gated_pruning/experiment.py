@@ -19,6 +19,7 @@ from gated_pruning.checkpoint import fingerprint
 from gated_pruning.config import check_config
 from gated_pruning.data import build_data
 from gated_pruning.errors import ConfigError
+from gated_pruning.models.protocol import rebuilt
 from gated_pruning.optim import lr_lambda, split_parameters
 from gated_pruning.runtime import RESULTS, environment, now, pick_device, save_torch, set_threads, write_json
 from gated_pruning.stats import cost
@@ -83,6 +84,15 @@ def _budget(cfg):
     return build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
 
 
+def network(cfg, num_classes: int, binarizer, arch: dict):
+    """The network a run trains: the model group's, rebuilt with the architecture's kept counts
+    when it has them (uniform scaling, a pruned architecture from scratch)."""
+    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer, **arch.get("overrides", {}))
+    if arch.get("counts") is not None:
+        model = rebuilt(model, arch["counts"])
+    return model
+
+
 def check_buildable(cfg, num_classes: int) -> None:
     """Build what `build_trainer` builds from the config alone (the architecture, the network, its
     gates' penalty, the budget, the lr schedule) on the meta device: no memory, no data, but every
@@ -90,7 +100,7 @@ def check_buildable(cfg, num_classes: int) -> None:
     with torch.device("meta"):
         _schedule(cfg.optimizer)
         arch = architecture(cfg, num_classes)
-        model = build(cfg.model, num_classes=num_classes, binarizer=build(cfg.binarizer), **arch["overrides"])
+        model = build(cfg.model, num_classes=num_classes, binarizer=build(cfg.binarizer))  # counts: arch checked them
         if model.gates():
             bind(build(cfg.penalty), model)
             _budget(cfg)
@@ -107,7 +117,7 @@ def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]
     arch = architecture(cfg, data.num_classes)
     if arch["epochs"] != cfg.trainer.epochs:
         cfg.trainer.epochs = arch["epochs"]
-    model = build(cfg.model, num_classes=data.num_classes, binarizer=binarizer, **arch["overrides"]).to(device)
+    model = network(cfg, data.num_classes, binarizer, arch).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights, gates = split_parameters(model)
@@ -161,7 +171,8 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "train_seconds_this_process": train_seconds,
             "gates": {
                 "layers": trainer.layer_names,
-                "channels": model.widths(),
+                "channels": model.sizes(),
+                "kinds": [u.kind for u in model.units()],
                 "final": history_final,
                 "history": trainer.history,
                 "dead_layers": sorted(trainer.dead_warned),
@@ -172,12 +183,13 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         if not main:  # rank 0 writes, prunes and reports
             return results
         save_torch({"model": model.state_dict(), "config": config, "arch": arch}, os.path.join(run_dir, "model.pt"))
-        final = model
+        final, widths = model, model.sizes()
         if cfg.prune.enabled:
             results["prune"], final = pruning.prune(model, cfg, trainer.evaluate, data, run_dir, tracker=tracker,
                                                     run_dir=run_dir, step_offset=trainer.step)
             print(pruned_line(results["prune"]), file=sys.stderr)
-        results["cost"] = cost(arch, final)
+            widths = results["prune"]["compact"]["widths"]
+        results["cost"] = cost(arch, final, widths)
         results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
         results["time"]["end"] = now()
         write_json(results, os.path.join(run_dir, RESULTS))

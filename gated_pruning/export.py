@@ -39,7 +39,7 @@ def save_compact(model, path: str, meta: dict) -> None:
     is built in memory and written by Python, whole: a full disk is an OSError (torch's own
     writer aborts the interpreter there)."""
     model = copy.deepcopy(model).cpu().eval()
-    x = torch.zeros(2, model.features[0].conv.in_channels, 32, 32)
+    x = torch.zeros(2, model.in_channels, model.input_size, model.input_size)
     program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={"meta.json": json.dumps(meta)})

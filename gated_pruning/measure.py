@@ -47,12 +47,13 @@ def latency_ms(model: torch.nn.Module, batch: int, reps: int, warmup: int,
 
 
 def accounting(model: torch.nn.Module, cfg) -> dict:
-    """Params, FLOPs, widths, and latency in the faster of the two memory layouts (which one is
+    """Params, FLOPs and latency in the faster of the two memory layouts (which one is
     faster depends on the widths: a fair comparison gives each network its best). `cfg`: the
     `prune` config section (latency_batch, latency_reps, latency_warmup)."""
-    lat = {layout: latency_ms(model, cfg.latency_batch, cfg.latency_reps, cfg.latency_warmup,
+    image = (model.in_channels, model.input_size, model.input_size)
+    lat = {layout: latency_ms(model, cfg.latency_batch, cfg.latency_reps, cfg.latency_warmup, image,
                               channels_last=layout == "channels_last")
            for layout in ("nchw", "channels_last")}
     best = min(lat, key=lat.get)
-    return {"params": count_params(model), "flops": count_flops(model), "latency_ms": lat[best],
-            "layout": best, "latency_ms_by_layout": lat, "widths": model.widths()}
+    return {"params": count_params(model), "flops": count_flops(model, (1, *image)), "latency_ms": lat[best],
+            "layout": best, "latency_ms_by_layout": lat}

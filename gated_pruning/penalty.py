@@ -8,7 +8,7 @@ A penalty has two parts, either of which may be empty:
 - a smooth part, added to the training loss (`penalty.loss()`), differentiated by autograd.
 
 `c_i` is 1, or with `flops_weighted` the FLOPs that removing channel i saves in the dense network
-(`VGG.channel_costs`), divided by the mean over all gates so that gamma keeps the meaning it
+(`models.protocol.GatedNetwork.unit_costs`: for a residual block, its whole branch), divided by the mean over all gates so that gamma keeps the meaning it
 has without weighting. Channels that a layer floor holds open (`model.min_keep`) get c_i = 0.
 
 - `L1`: R = sum c_i |g_i|, the SSS paper (Huang & Wang, ECCV 2018) and Network Slimming.
@@ -46,7 +46,7 @@ class Penalty:
             raise ValueError("binarizer=hard_concrete needs penalty=l0 (its latent weight is "
                              "log(alpha), not a gate value that an L1 term could shrink)")
         device = self.gates[0].weight.device
-        per_layer = model.channel_costs() if self.flops_weighted else [1.0] * len(self.gates)
+        per_layer = model.unit_costs() if self.flops_weighted else [1.0] * len(self.gates)
         n = sum(g.weight.numel() for g in self.gates)
         mean = sum(c * g.weight.numel() for c, g in zip(per_layer, self.gates)) / n
         self.costs = [torch.full_like(g.weight, c / mean, requires_grad=False).detach()

@@ -20,6 +20,7 @@ from gated_pruning.arch import outcome
 from gated_pruning.config import RULES
 from gated_pruning.data import build_data, locate_cifar
 from gated_pruning.errors import UserError
+from gated_pruning.experiment import network
 from gated_pruning.pruning import prune
 from gated_pruning.runtime import RESULTS, check_device, pick_device, write_json
 from gated_pruning.stats import cost
@@ -115,7 +116,7 @@ def _prune_again(a) -> int:
                   "method": a.method, "target_flops": a.target_flops, "target": goal,
                   "metrics": {"test": result["test"]["dense"]}, "prune": result, "gates": {}}
         if "reference" in arch:
-            record["cost"] = cost(arch, small)
+            record["cost"] = cost(arch, small, result["compact"]["widths"])
         write_json(record, os.path.join(tmp, RESULTS))
     print(json.dumps({k: result[k] for k in ("threshold", "target_flops", "criterion", "kept", "speedup")}))
     print(f"top1 dense {result['test']['dense']['top1']:.4f} compact {result['test']['compact']['top1']:.4f}"
@@ -127,9 +128,8 @@ def _rebuild(cfg, saved: dict, path: str, device):
     """(the trained network on `device`, the run's data, its architecture record) from a model.pt."""
     try:
         data = build_data(cfg.dataset, device, cfg.seed)
-        arch = saved.get("arch") or {"overrides": {}}
-        model = instantiate(cfg.model, num_classes=data.num_classes, binarizer=instantiate(cfg.binarizer),
-                            **arch["overrides"])
+        arch = saved.get("arch") or {}
+        model = network(cfg, data.num_classes, instantiate(cfg.binarizer), arch)
         model.load_state_dict(saved["model"])
     except UserError:
         raise

@@ -26,16 +26,19 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
 
     `evaluate(net, split="test") -> {"loss", "top1", "top5"}`; `validate`: also on "val".
     The dense reference is the same network with every channel kept and gates folded: a plain
-    VGG of the original widths, timed by the same code as the compact one. A cut to a target has
+    network of the original widths, timed by the same code as the compact one. `widths` of both
+    are the kept counts of each unit of `model` (`units`). A cut to a target has
     no threshold (the record says null).
     """
-    dense, _ = compact(model, threshold=-1.0)
+    dense, _, sizes = compact(model, threshold=-1.0)
     target = cfg.get("target_flops")
     crit = cfg.get("criterion") or ("gate" if model.gates() else "l1norm")
     masks = target_masks(model, target, crit) if target is not None else None
-    small, dead = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
+    small, dead, counts = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
     d, c = accounting(dense, cfg), accounting(small, cfg)
+    d["widths"], c["widths"] = sizes, counts  # per unit of the trained network (0: a block removed)
     result = {
+        "units": [u.name for u in model.units()], "kinds": [u.kind for u in model.units()],
         "threshold": cfg.threshold if target is None else None,
         "target_flops": target, "criterion": crit if target is not None else None,
         "dense": d, "compact": c,

@@ -56,10 +56,11 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def cost(arch: dict, final) -> dict:
-    """FLOPs and params of the network a run delivers against its dense reference."""
+def cost(arch: dict, final, widths: list[int]) -> dict:
+    """FLOPs and params of the network a run delivers against its dense reference; `widths`: its
+    kept count of every unit (as the reference lists its units)."""
     ref = arch["reference"]
     flops, params = int(final.flops()), count_params(final)
-    return {"reference": ref, "final": {"widths": final.widths(), "flops": flops, "params": params},
+    return {"reference": ref, "final": {"widths": list(widths), "flops": flops, "params": params},
             "flops_kept": flops / ref["flops"], "params_kept": params / ref["params"],
             "architecture": {k: v for k, v in arch.items() if k not in ("reference",)}}

@@ -59,9 +59,9 @@ class Trainer:
         self.prefix = log_prefix
         self.step_offset = step_offset  # added to the step reported to the tracker
         self.device = train_loader.device
-        gated = [(n, b) for n, b in model.conv_blocks() if b.gate is not None]
-        self.layer_names = [n for n, _ in gated]
-        self.layer_channels = [b.conv.out_channels for _, b in gated]
+        units = model.units() if model.gates() else []  # a gate per unit, or none
+        self.layer_names = [u.name for u in units]
+        self.layer_channels = [u.size for u in units]
         self.epoch, self.batch, self.step = 0, 0, 0
         self.history: list[dict] = []  # gate statistics at log steps and epoch ends
         self.curve: list[dict] = []    # one row per epoch: train loss/top-1, and val or test

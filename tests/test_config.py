@@ -37,7 +37,7 @@ def test_every_option_composes(group, option, stub):
         instantiate(cfg.optimizer.weights, params=weights)
         instantiate(cfg.optimizer.gates, params=gates)
     if model is not None:
-        assert model.widths()
+        assert model.sizes() and model.units()
 
 
 def test_gamma_is_top_level_and_reaches_every_penalty():

@@ -38,7 +38,7 @@ def prepare(capsys, *argv):
 # ------------------------------------------------------------------ refused before any work
 
 @pytest.mark.parametrize("kind,needle", [
-    ("deep", "its network has 13 conv layers, model.depth=11 has 8"),
+    ("deep", "its network has 13 prunable units, this model has 8"),
     ("dead", "every gate of conv3, conv4 is zero in that run"),
     ("no_widths", "results.json has no pruned widths"),
 ])

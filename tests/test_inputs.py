@@ -88,7 +88,7 @@ BAD_RUNS = [
     ("model.gated=maybe", "model.gated='maybe' must be true or false"),
     ("model.gate_init=abc", "model.gate_init='abc' is not a number"),
     ("model._target_=os.system", "model._target_='os.system' is not one of"),
-    ("model=vgg12", "model=vgg12 is not an option of config group 'model' (allowed: vgg11, vgg13, vgg16, vgg19)"),
+    ("model=vgg12", "model=vgg12 is not an option of config group 'model' (allowed: resnet110, resnet20, resnet56, torchvision, vgg11, vgg13, vgg16, vgg19)"),
     # binarizer
     ("binarizer=threshold binarizer.threshold=1.5", "binarizer.threshold=1.5 is outside [0, 1)"),
     ("binarizer=threshold binarizer.threshold=-0.1", "binarizer.threshold=-0.1 is outside [0, 1)"),

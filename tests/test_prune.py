@@ -49,7 +49,7 @@ def test_compact_equals_gated_on_random_zero_patterns(seed, binarizer, bn_weight
     pattern[0][:3] = True    # the first conv layer loses channels
     pattern[-1][-3:] = True  # and so does the last, feeding the classifier
     trained_looking(model, pattern, seed)
-    small, dead = compact(model)
+    small, dead, _ = compact(model)
     assert dead == []
     assert small.widths() == [int((~z).sum()) for z in pattern]
     assert not any(isinstance(m, type(model.gates()[0])) for m in small.modules())
@@ -64,7 +64,7 @@ def test_a_layer_floor_keeps_channels_and_stays_exact(binarizer):
     pattern = random_pattern(model, 0.5, 3)
     pattern[2][:] = True  # every gate of conv2 at zero: the floor holds its 3 largest open
     trained_looking(model, pattern, 3)
-    small, dead = compact(model)
+    small, dead, _ = compact(model)
     if binarizer is not None:  # binary gates: the floor opens them (1), so the layer lives
         assert dead == [] and small.widths()[2] == 3
     x = torch.randn(8, 3, 32, 32)
@@ -79,7 +79,7 @@ def test_binary_gates_of_one_vanish_and_threshold_prunes_small_float_gates():
         for gate in model.gates():
             gate.weight.fill_(0.9)            # binarized to 1: vanish into BN
         model.gates()[2].weight[:5] = 0.3  # binarized to 0
-    small, _ = compact(model)
+    small, _, _ = compact(model)
     assert small.widths()[2] == model.widths()[2] - 5
     # float gates: the threshold removes small but non-zero gates
     floaty = build(11, width=0.125, num_classes=4)
@@ -105,7 +105,7 @@ def test_a_dead_layer_keeps_its_strongest_channel_and_stays_exact():
     trained_looking(model, pattern, 7)
     masks, dead = keep_masks(model)
     assert dead == ["conv3"] and int(masks[3].sum()) == 1
-    small, dead = compact(model)
+    small, dead, _ = compact(model)
     assert dead == ["conv3"] and small.widths()[3] == 1
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -180,8 +180,8 @@ def test_round_to_keeps_zero_channels_for_aligned_widths_and_stays_exact():
     model = build(11, width=0.25, num_classes=5)
     pattern = random_pattern(model, 0.5, 3)
     trained_looking(model, pattern, 3)
-    small, _ = compact(model, round_to=8)
-    exact, _ = compact(model)
+    small, _, _ = compact(model, round_to=8)
+    exact, _, _ = compact(model)
     assert all(w % 8 == 0 or w == full for w, full in zip(small.widths(), model.widths()))
     assert all(e <= w for e, w in zip(exact.widths(), small.widths()))
     x = torch.randn(4, 3, 32, 32)

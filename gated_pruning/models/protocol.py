@@ -72,6 +72,24 @@ class GatedNetwork(nn.Module):
         """(layer, Torch-Pruning pruning function) whose dependency group is `unit`'s channels."""
         raise NotImplementedError
 
+    def unit_filters(self, unit: int) -> torch.Tensor | None:
+        """The weight of the conv that produces `unit`'s channels (output channels first), for the
+        filter-norm criterion of L1-norm pruning; None for a block."""
+        if self.units()[unit].kind != "channels":
+            return None
+        layer, _ = self._channel_root(unit)
+        return layer.weight if isinstance(layer, nn.Conv2d) else self._producer(layer).weight
+
+    def _producer(self, bn: nn.Module) -> nn.Conv2d:
+        """The conv whose outputs batch norm `bn` normalizes (the module just before it)."""
+        previous = None
+        for m in self.modules():
+            if m is bn:
+                return previous
+            if isinstance(m, nn.Conv2d):
+                previous = m
+        raise ValueError("a batch norm without a conv before it")
+
     def _remove_blocks(self, units: list[int]) -> None:
         """In place: the residual branches of these block units go, their shortcuts stay."""
         raise NotImplementedError(f"{type(self).__name__} has no block units")
@@ -154,6 +172,13 @@ class GatedNetwork(nn.Module):
             m[:int(k)] = True
             out.append(m)
         return out
+
+
+def rebuilt(model: GatedNetwork, counts) -> GatedNetwork:
+    """A plain network of `model`'s kind with `counts[u]` values of each unit (a block with 0 is
+    its shortcut), freshly initialized: a pruned architecture trained from scratch, or a
+    uniformly scaled one."""
+    return reinitialize(model.compact(model.first_masks(counts)))
 
 
 def reinitialize(model: nn.Module) -> nn.Module:

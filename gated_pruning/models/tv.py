@@ -29,7 +29,7 @@ def _is_depthwise(conv: nn.Conv2d) -> bool:
 class TorchvisionNet(GatedNetwork):
     def __init__(self, name: str, num_classes: int = 100, gated: bool = True, gate_init: float = 1.0,
                  binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-                 input_size: int = 32, in_channels: int = 3):
+                 input_size: int = 32, in_channels: int = 3, width: float = 1.0):
         super().__init__()
         import torchvision
 
@@ -41,6 +41,9 @@ class TorchvisionNet(GatedNetwork):
         self.name, self.input_size, self.in_channels = name, int(input_size), in_channels
         self.net = net
         groups = self._groups()
+        if width != 1.0:  # every group at `width` of its channels, then fresh weights
+            self._scale(groups, width)
+            groups = self._groups()
         self.unit_names, self.bn_paths = [], []
         self.unit_gates = nn.ModuleList()
         for root, bns in groups:
@@ -106,7 +109,25 @@ class TorchvisionNet(GatedNetwork):
             out.append((names[root], sorted(set(bns))))
         if not out:
             raise ValueError(f"model.name={self.name}: no channel group is written by a batch norm: nothing to gate")
-        return out
+        order = {n: i for i, (n, _) in enumerate(self.net.named_modules())}
+        return sorted(out, key=lambda g: order[g[0]])  # in the order the network is written
+
+    def _scale(self, groups, width: float) -> None:
+        import torch_pruning as tp
+
+        from gated_pruning.models.protocol import reinitialize
+
+        if not width > 0:
+            raise ValueError(f"model.width={width} must be > 0")
+        graph = self._graph()
+        with torch.no_grad():
+            for _, bns in groups:
+                bn = self._module(bns[0])
+                keep = max(1, int(round(width * bn.num_features)))
+                if keep < bn.num_features:
+                    graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels,
+                                            idxs=list(range(keep, bn.num_features))).prune()
+        reinitialize(self.net)
 
     # -- the protocol -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +211,8 @@ class TorchvisionNet(GatedNetwork):
 
 def build(name: str = "resnet18", num_classes: int = 100, gated: bool = True, gate_init: float = 1.0,
           binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-          input_size: int = 32) -> TorchvisionNet:
-    """torchvision's `name` with gates on its channel groups: the `model=torchvision` target."""
-    return TorchvisionNet(name, num_classes, gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight, input_size)
+          width: float = 1.0, input_size: int = 32) -> TorchvisionNet:
+    """torchvision's `name` with gates on its channel groups (each at `width` of its channels):
+    the `model=torchvision` target."""
+    return TorchvisionNet(name, num_classes, gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight,
+                          input_size, width=width)
