@@ -189,7 +189,11 @@ def prepare(argv: list[str]) -> list[str]:
     path, default = _dir_setting(plan.master, "hydra.sweep.dir")
     _claim = claim_dir(path, "hydra.sweep.dir", default, "multirun.yaml", sweep=True)
     _claim.jobs = len(plan.jobs)
-    return _with_override(argv, "hydra.sweep.dir", _claim.path)
+    argv = _with_override(argv, "hydra.sweep.dir", _claim.path)
+    workers = joblib_workers(plan.master.hydra.get("launcher") or {})
+    if workers and len(plan.jobs) < workers:  # fewer jobs than workers: each job gets more threads
+        argv = _with_override(argv, "hydra.launcher.n_jobs", str(len(plan.jobs)))
+    return argv
 
 
 # ---------------------------------------------------------------------------- one job
@@ -214,17 +218,26 @@ def resume_command(overrides: list[str], path: str, config_name: str = "config")
     return " ".join(shlex.quote(w) for w in ["python", script, *name, *kept, f"resume={value}"])
 
 
-def launcher_threads(hydra_config) -> int | None:
-    """Threads per job when the launcher runs several jobs at once on this machine
-    (`hydra/launcher=joblib`: the cores divided among its n_jobs, at least one each); None
-    otherwise (one job at a time: torch's default, every core)."""
-    launcher = hydra_config.get("launcher") or {}
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def joblib_workers(launcher) -> int | None:
+    """How many jobs `hydra/launcher=joblib` runs at once (its n_jobs: -1 is every core); None
+    for another launcher."""
     if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n = launcher.get("n_jobs")
-    jobs = cores if n is None else n if n > 0 else max(1, cores + 1 + n)  # joblib: -1 = every core
-    return max(1, cores // jobs)
+    return _cores() if n is None else n if n > 0 else max(1, _cores() + 1 + n)
+
+
+def launcher_threads(hydra_config) -> int | None:
+    """Threads per job when the launcher runs several jobs at once on this machine
+    (`hydra/launcher=joblib`: the cores divided among the jobs it runs at once, at least one
+    each; a sweep of fewer jobs than workers gets fewer workers, see `prepare`); None otherwise
+    (one job at a time: torch's default, every core)."""
+    workers = joblib_workers(hydra_config.get("launcher") or {})
+    return None if workers is None else max(1, _cores() // workers)
 
 
 def run_job(cfg, hydra_config) -> float | None:

@@ -122,6 +122,15 @@ def test_joblib_launcher_runs_two_jobs_at_once_with_one_thread_each(tmp_path):
     assert recs[0]["env"]["pid"] != recs[1]["env"]["pid"]
 
 
+def test_a_sweep_of_one_job_under_joblib_gets_every_core(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    r = run_py("-m", "experiment=smoke", "trainer.epochs=1", "hydra/launcher=joblib", "seed=3",
+               f"hydra.sweep.dir={tmp_path}", env={"OMP_NUM_THREADS": None})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rec,) = [json.load(open(p)) for p in glob.glob(str(tmp_path / "*" / "results.json"))]
+    assert rec["env"]["threads"] == len(os.sched_getaffinity(0))  # not the half of a two-job sweep
+
+
 def test_records_say_what_made_them(tmp_path):
     res = train(tmp_path, "run")
     env = res["env"]

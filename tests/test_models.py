@@ -129,3 +129,4 @@ def test_an_architecture_the_graph_cannot_gate_is_refused_with_one_line(name, wh
     with pytest.raises(ValueError, match=why) as e:
         tv.build(name, num_classes=10)
     assert "\n" not in str(e.value) and str(e.value).startswith(f"model.name={name}")
+

@@ -211,8 +211,12 @@ class TorchvisionNet(GatedNetwork):
 
 def build(name: str = "resnet18", num_classes: int = 100, gated: bool = True, gate_init: float = 1.0,
           binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-          width: float = 1.0, input_size: int = 32) -> TorchvisionNet:
+          width: float = 1.0, gate_position: str = "bn", input_size: int = 32) -> TorchvisionNet:
     """torchvision's `name` with gates on its channel groups (each at `width` of its channels):
     the `model=torchvision` target."""
+    if gate_position != "bn":
+        raise ValueError(f"model.gate_position={gate_position}: model=torchvision folds each gate into every batch "
+                         "norm of its channel group (a residual stream has no single activation to gate after); "
+                         "set model.gate_position=bn (method=sss and method=binary set relu)")
     return TorchvisionNet(name, num_classes, gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight,
                           input_size, width=width)
