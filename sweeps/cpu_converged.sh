@@ -18,15 +18,41 @@ done_() {  # done_ NAME: a record of run NAME exists
   compgen -G "$OUT/*/$1/results.json" > /dev/null
 }
 
-cell() {  # cell NAME KEY VALUES OVERRIDES...: one multirun over the VALUES of KEY whose run is not done;
-          # NAME holds a % where the value goes (dense_e%_s0, sss_f0.5_s%)
-  local name=$1 key=$2 values=$3 todo=() v
+interp() {  # interp KEY: how a job's folder name reads KEY's value (a group's choice, or a value)
+  case $1 in method|model|binarizer|optimizer|penalty) echo "\${hydra:runtime.choices.$1}" ;; *) echo "\${$1}" ;; esac
+}
+
+cell() {  # cell NAME KEY VALUES [KEY2 VALUES2] -- OVERRIDES...: one multirun over the values (and their
+          # product with VALUES2) whose run is not done. NAME holds a % where KEY's value goes and a @
+          # where KEY2's goes (dense_e%_s0, %_f0.5_s@). A partly done product runs per value of KEY.
+  local name=$1 key=$2 values=$3 key2="" values2="" v w todo
   shift 3
-  for v in ${values//,/ }; do done_ "${name//%/$v}" || todo+=("$v"); done
-  [ ${#todo[@]} -eq 0 ] && return 0
-  python run.py -m experiment=cpu_converged dataset.root="$D" trainer.progress=false hydra/launcher=joblib \
-    "$@" "$key=$(IFS=,; echo "${todo[*]}")" "hydra.sweep.dir=$OUT/$(date +%Y%m%d-%H%M%S)-${name//%/x}" \
-    "hydra.sweep.subdir=${name//%/\${$key\}}"
+  if [ "$1" != "--" ]; then key2=$1 values2=$2; shift 2; fi
+  shift
+  local firsts=() all_missing=1
+  for v in ${values//,/ }; do
+    todo=()
+    for w in ${values2:-_}; do for w in ${w//,/ }; do
+      local n=${name//%/$v}; n=${n//@/$w}
+      done_ "$n" && all_missing=0 || todo+=("$w")
+    done; done
+    [ ${#todo[@]} -gt 0 ] && firsts+=("$v:$(IFS=,; echo "${todo[*]}")")
+  done
+  [ ${#firsts[@]} -eq 0 ] && return 0
+  local sub=${name//%/$(interp "$key")}
+  [ -n "$key2" ] && sub=${sub//@/$(interp "$key2")}
+  local runs=()
+  if [ $all_missing = 1 ]; then
+    runs=("$values|$values2")
+  else
+    for v in "${firsts[@]}"; do runs+=("${v%%:*}|${v#*:}"); done
+  fi
+  for r in "${runs[@]}"; do
+    local sweep=("$key=${r%%|*}")
+    [ -n "$key2" ] && sweep+=("$key2=${r#*|}")
+    python run.py -m experiment=cpu_converged dataset.root="$D" trainer.progress=false hydra/launcher=joblib \
+      "$@" "${sweep[@]}" "hydra.sweep.dir=$OUT/$(date +%Y%m%d-%H%M%S)-${name//[%@]/x}" "hydra.sweep.subdir=$sub"
+  done
 }
 
 cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, fine-tune 2 epochs
@@ -41,30 +67,62 @@ cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, 
 stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val (seed 0): r1 is
   # cpu_cifar100's (lr 0.05, no warm-up, no smoothing; seeds 0, 1, also in float32: the bf16 check),
   # r2 the preset's (lr 0.1, 1 epoch of warm-up, label smoothing 0.1), r3 r2 at batch 256 and lr 0.2
-  cell 'r1_amp%_s0' trainer.amp True,False method=dense trainer.epochs=8 optimizer.lr=0.05 \
+  cell 'r1_amp%_s0' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=0
-  cell 'r1_amp%_s1' trainer.amp True,False method=dense trainer.epochs=8 optimizer.lr=0.05 \
+  cell 'r1_amp%_s1' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=1
-  cell 'r2_b%_s0' dataset.batch_size 128 method=dense trainer.epochs=8 seed=0
-  cell 'r3_b%_s0' dataset.batch_size 256 method=dense trainer.epochs=8 optimizer.lr=0.2 seed=0
+  cell 'r2_b%_s0' dataset.batch_size 128 -- method=dense trainer.epochs=8 seed=0
+  cell 'r3_b%_s0' dataset.batch_size 256 -- method=dense trainer.epochs=8 optimizer.lr=0.2 seed=0
 }
 
 stage_curve() {  # the dense network's val top-1 against epochs, recipe r2 (the preset's), seed 0
-  cell 'dense_e%_s0' trainer.epochs 32,4,16 method=dense seed=0
+  cell 'dense_e%_s0' trainer.epochs 32,4,16 -- method=dense seed=0
 }
 
 stage_budget() {  # binary gates in the regime, seed 0, chosen on val: where fixed gammas land, and
   # the budget at a target of 0.37: as before (ramp to 50% of the run, freeze at 60%) and with the
   # freeze at the target as soon as the ramp is over, reopening an overshoot (ramps to 50% and 30%)
-  cell 'binary_g%_s0' gamma 1e-4,2e-4,4e-4,8e-4 method=binary seed=0
-  cell 'binary_f0.37_ramp%_fot_s0' budget.ramp 0.5,0.3 method=binary target_flops=0.37 \
+  cell 'binary_g%_s0' gamma 0.0001,0.0002,0.0004,0.0008 -- method=binary seed=0
+  cell 'binary_f0.37_ramp%_fot_s0' budget.ramp 0.5,0.3 -- method=binary target_flops=0.37 \
     budget.freeze_on_target=true budget.reopen=true seed=0
-  cell 'binary_f0.37_s%' seed 0 method=binary target_flops=0.37
+  cell 'binary_f0.37_s%' seed 0 -- method=binary target_flops=0.37
+}
+
+collect() {  # the records of every finished run into docs/runs/converged (results.json only)
+  local f d
+  for f in $(compgen -G "$OUT/*/*/results.json"; compgen -G "$OUT/cuts/*/results.json"); do
+    d=$DOCS/$(basename "$(dirname "$f")")
+    [ -f "$d/results.json" ] || { mkdir -p "$d" && cp "$f" "$d/results.json"; }
+  done
+}
+
+stage_study50() {  # the matched-FLOPs comparison at 50% of the FLOPs: dense (a fourth seed fills
+  # the launcher's second slot), uniform scaling and SSS (method=sss, the budget), three seeds
+  cell 'dense_s%' seed 0,1,2,3 -- method=dense
+  cell '%_f0.5_s@' method uniform,sss seed 0,1,2 -- target_flops=0.5
+  collect
+}
+
+stage_scratch50() {  # SSS's widths from scratch (Scratch-E, Scratch-B) and L1-norm cuts of the dense
+  # network (Li et al., 2017) with 2 epochs of fine-tuning, three seeds
+  cell '%_f0.5_s@' method scratch_e,scratch_b seed 0,1,2 -- "arch.run=$DOCS/sss_f0.5_s\${seed}"
+  for s in 0 1 2; do cut "dense_s$s" 0.5 l1norm l1norm; done
+  collect
+}
+
+stage_side() {  # 30% and 70% of the FLOPs: uniform, SSS and binary gates (budget), seed 0, then 1
+  cell '%_f@_s0' method uniform,sss,binary target_flops 0.3,0.7 -- seed=0
+  cell '%_f@_s1' method uniform,sss,binary target_flops 0.3,0.7 -- seed=1
+  collect
 }
 
 case $STAGE in
   recipe) stage_recipe ;;
   curve) stage_curve ;;
   budget) stage_budget ;;
+  study50) stage_study50 ;;
+  scratch50) stage_scratch50 ;;
+  side) stage_side ;;
+  collect) collect ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
