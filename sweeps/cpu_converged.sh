@@ -3,7 +3,8 @@
 # CIFAR-100, 5,000 training images held out for validation), in stages, each a list of multirun
 # commands. hydra/launcher=joblib packs the jobs of a command two at a time, one thread each, on a
 # 2-core machine. A job whose record exists (under OUT, or committed under docs/runs/converged) is
-# not run again, so the script can be stopped and started again at any point.
+# not run again, so the script can be stopped and started again at any point. Every job has one
+# thread (threads=1), also a job that runs alone: the reports pair runs of one thread setting only.
 #   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]     (STAGE: recipe curve budget study all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +52,7 @@ cell() {  # cell NAME KEY VALUES [KEY2 VALUES2] -- OVERRIDES...: one multirun ov
     local sweep=("$key=${r%%|*}")
     [ -n "$key2" ] && sweep+=("$key2=${r#*|}")
     python run.py -m experiment=cpu_converged dataset.root="$D" trainer.progress=false hydra/launcher=joblib \
-      "$@" "${sweep[@]}" "hydra.sweep.dir=$OUT/$(date +%Y%m%d-%H%M%S)-${name//[%@]/x}" "hydra.sweep.subdir=$sub"
+      threads=1 "$@" "${sweep[@]}" "hydra.sweep.dir=$OUT/$(date +%Y%m%d-%H%M%S)-${name//[%@]/x}" "hydra.sweep.subdir=$sub"
   done
 }
 
