@@ -31,6 +31,13 @@ sys.path.insert(0, ROOT)
 LEVERS = ("channels_last", "amp", "compile")
 
 
+def interleaved(fns: dict, reps: int, warmup: int) -> dict:
+    """Median seconds of each callable, in interleaved rounds (speed.py's, on the CPU)."""
+    from speed import interleaved as timed_rounds  # benchmarks/ is this script's folder
+
+    return timed_rounds(fns, reps, warmup, sync=lambda: None)
+
+
 def make_trainer(levers: set, data_root: str | None, method: str):
     """(trainer, batches) for the CPU preset with the given trainer levers on."""
     import torch
@@ -58,20 +65,6 @@ def make_trainer(levers: set, data_root: str | None, method: str):
     batches = [next(it) for _ in range(4)]
     eval_batch = next(data.test.epoch())
     return trainer, batches, eval_batch, real
-
-
-def interleaved(fns: dict, reps: int, warmup: int) -> dict:
-    """Median seconds of each callable, timed in interleaved rounds after warm-up."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def name(levers) -> str:

@@ -2,7 +2,7 @@
 
 `check(argv)` composes the config of every job (every point of a `-m` sweep) exactly as Hydra
 will, and checks, in this order: the command-line keys (a misspelled key gets the closest valid
-one), every value and the cross-key checks (`config.RULES`, `config.CROSS_CHECKS`), the values of
+one), every value and the cross-key checks (`config.RULES`, `checks.CROSS_CHECKS`), the values of
 Hydra's launcher, and then what lies outside the config: the device, the checkpoint to resume,
 the data files (their arrays' headers and labels), and the network's own constructors, run on
 the meta device. The first problem is one `error:` line and exit 2; the settings a job will not
@@ -25,9 +25,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from gated_pruning.config import (RULES, flatten, ignored, launcher_problem, problems, resolved,
-                                  subsets_problem)
+from gated_pruning.checks import subsets_problem
+from gated_pruning.config import RULES, flatten, launcher_problem, problems, resolved
 from gated_pruning.errors import UserError
+from gated_pruning.unread import ignored
 from gated_pruning.toolkit import fail, one_line, warn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

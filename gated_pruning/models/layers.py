@@ -58,3 +58,18 @@ class GatedBatchNorm2d(nn.BatchNorm2d):
             self.bias.copy_(self.bias * value)
         self.gates = []
         self.weight.requires_grad_(True)
+
+
+@torch.no_grad()
+def fold_gate(bn: GatedBatchNorm2d, gate, position: str) -> None:
+    """Fold a channel gate into the batch norm before it: at `position="bn"` it is one of the
+    norm's own gates already; after the ReLU ("relu") its kept value g >= 0 moves in front of it
+    (g * relu(z) = relu(g * z)), which a negative gate would not allow."""
+    if gate is not None and position == "relu":
+        g = gate.hard()
+        if bool((g < 0).any()):
+            raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
+                             "gate_position=relu needs gates clamped at 0")
+        bn.fold(g)
+    else:
+        bn.fold()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_pruning.gates import Gate
-from gated_pruning.models.layers import GatedBatchNorm2d
+from gated_pruning.models.layers import GatedBatchNorm2d, fold_gate
 from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
 
 DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
@@ -78,17 +78,9 @@ class BasicBlock(nn.Module):
             h = h * self.inner_gate.value().to(h.dtype).view(1, -1, 1, 1)
         return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
 
-    @torch.no_grad()
     def fold(self) -> None:
         """Every gate's kept value into the batch norms; the block is then plain."""
-        if self.inner_gate is not None and self.gate_position == "relu":
-            g = self.inner_gate.hard()
-            if bool((g < 0).any()):
-                raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
-                                 "gate_position=relu needs gates clamped at 0")
-            self.bn1.fold(g)
-        else:
-            self.bn1.fold()
+        fold_gate(self.bn1, self.inner_gate, self.gate_position)
         self.bn2.fold()
         if isinstance(self.shortcut, nn.Sequential):
             self.shortcut[1].fold()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_pruning.gates import Gate
-from gated_pruning.models.layers import GatedBatchNorm2d
+from gated_pruning.models.layers import GatedBatchNorm2d, fold_gate
 from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
 
 CONFIGS = {
@@ -68,17 +68,9 @@ class ConvBlock(nn.Module):
             x = x * self.gate.value().to(x.dtype).view(1, -1, 1, 1)  # in the activation's precision (bf16 under amp)
         return x
 
-    @torch.no_grad()
     def fold(self) -> None:
         """The gate's kept value into the batch norm; the block is then plain."""
-        if self.gate is not None and self.gate_position == "relu":
-            g = self.gate.hard()
-            if bool((g < 0).any()):
-                raise ValueError("a negative gate after the ReLU cannot be folded into batch norm: "
-                                 "gate_position=relu needs gates clamped at 0")
-            self.bn.fold(g)
-        else:
-            self.bn.fold()
+        fold_gate(self.bn, self.gate, self.gate_position)
         self.gate = None
 
 
