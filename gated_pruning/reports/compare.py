@@ -256,7 +256,8 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
     """Write OUT/NAME/ (and the page's section); returns the section's text. Nothing is written
     unless everything is: the folder is staged, the page rewritten by a rename at the end."""
     output.check_name(name)
-    text = output.read_page(page, name) if page is not None else None  # refuse before any work
+    if page is not None:
+        output.read_page(page, name)  # refuse before any work
     runs = load_all(dirs, label)
     rows = groups(runs)
     section = body(runs, rows)
@@ -271,20 +272,11 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
                "selection within layers shows as widths that differ from layer to layer, not all-or-nothing), "
                "layers left with no channel, and the smallest per-layer mean of the kept non-zero gates (a "
                "uniform shrink of float gates drives it towards 0; binary gates are 1).\n\n" + kept + "\n")
-    staged_page = None
-    try:
-        with output.staged_folder(os.path.join(out, name), TOOL, _earlier_comparison) as tmp:
-            output.write_text(os.path.join(tmp, "results.md"), md)
-            output.write_text(os.path.join(tmp, "runs.json"), json.dumps([run_numbers(r) for r in runs], indent=1))
-            plots.plot_comparison(rows, os.path.join(tmp, "accuracy_vs_flops.png"), f"{name}: final top-1 vs FLOPs kept")
-            if page is not None:  # a full disk fails here, and nothing is written
-                staged_page = output.stage_page(page, text, name, section)
-        if staged_page:
-            output.commit_page(staged_page, page)
-            staged_page = None
-    finally:
-        if staged_page:
-            os.remove(staged_page)
+    output.publish(name, out, page, TOOL, section, {
+        "results.md": lambda path: output.write_text(path, md),
+        "runs.json": lambda path: output.write_text(path, json.dumps([run_numbers(r) for r in runs], indent=1)),
+        "accuracy_vs_flops.png": lambda path: plots.plot_comparison(rows, path, f"{name}: final top-1 vs FLOPs kept"),
+    }, _earlier_comparison)
     return section
 
 

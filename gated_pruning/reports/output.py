@@ -137,3 +137,23 @@ def stage_page(page: str, text: str, name: str, body: str) -> str:
 def commit_page(tmp: str, page: str) -> None:
     """Replace the page by its staged version in one rename."""
     os.replace(tmp, page)
+
+
+def publish(name: str, out: str, page: str | None, tool: str, section: str, writers: dict, legacy=None) -> None:
+    """Write the report folder OUT/NAME (each file by `writers[file](path)`, staged: all or nothing)
+    and, with `page`, that page's section NAME (`section`), renamed into place only once the folder
+    is complete. The page's section was checked before any work (`read_page`)."""
+    text = read_page(page, name) if page is not None else None
+    staged = None
+    try:
+        with staged_folder(os.path.join(out, name), tool, legacy) as tmp:
+            for file, write in writers.items():
+                write(os.path.join(tmp, file))
+            if page is not None:  # a full disk fails here, and nothing is written
+                staged = stage_page(page, text, name, section)
+        if staged:
+            commit_page(staged, page)
+            staged = None
+    finally:
+        if staged:
+            os.remove(staged)

@@ -352,3 +352,34 @@ def plot_comparison(rows: list, path: str, title: str) -> None:
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=_capped(handles, 2 * MAX_LEGEND), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, dpi=DPI)
+
+
+def plot_curves(runs: list, path: str, title: str) -> None:
+    """Val top-1 (test where a run had no validation split) after every epoch, a line per run,
+    a colour per recipe."""
+    from matplotlib import colormaps
+
+    fig = _figure(8.5, 5.0)
+    ax = fig.add_subplot()
+    recipes = sorted({r.recipe for r in runs})
+    cmap = colormaps["tab10"]
+    handles = []
+    for r in sorted(runs, key=lambda r: (r.recipe, r.epochs or 0)):
+        key = "val_top1" if any("val_top1" in c for c in r.curve) else "test_top1"
+        points_ = [(c["epoch"], c[key]) for c in r.curve if isinstance(c.get(key), (int, float))]
+        if not points_:
+            continue
+        color = cmap(recipes.index(r.recipe) % 10)
+        (line,) = ax.plot([e for e, _ in points_], [100 * v for _, v in points_], color=color, lw=1.2, marker="o",
+                          ms=2.5, label=r.recipe)
+        if r.recipe not in [h.get_label() for h in handles]:
+            handles.append(line)
+    if not handles:
+        _no_data(ax, "no run recorded its per-epoch curve")
+    else:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 % (val; test without a split)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(handles=_capped(handles), fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=DPI)

@@ -19,6 +19,7 @@ import sys
 
 from gated_pruning.toolkit import readable_dir
 from gated_pruning.errors import UserError
+from gated_pruning.reports.tables import num
 
 RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
 TARGET_KINDS = ("budget", "uniform", "cut", "arch_run")
@@ -75,6 +76,8 @@ class Run:
     reference_widths: list | None  # cost.reference.widths: the dense network FLOPs count against
     dead_layers: list
     stage: str  # the network the run delivers (STAGES): fine-tuned if it was, else as cut, else as trained
+    recipe: str = "-"  # how it was trained: lr, warm-up, label smoothing, batch, precision (`recipe_of`)
+    curve: list = dataclasses.field(default_factory=list)  # per epoch: {"epoch", "val_top1" or "test_top1", ...}
     row: str = ""  # what names the run's row in a comparison: its method, or its folder (set by the view)
 
     @property
@@ -318,8 +321,37 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         layers=layers, channels=channels, history=history, final_zeros=zeros,
         nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
         dense_widths=dense, kept_widths=kept,
-        reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage)
+        reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
+        recipe=recipe_of(f), curve=_curve(f))
     return run, f.bad
+
+
+def recipe_of(f: Fields) -> str:
+    """The training recipe as one label, from the config: lr (and schedule), warm-up epochs,
+    label smoothing, batch size, bf16 or float32 (older records: what they hold)."""
+    parts = []
+    for path, label in (("config.optimizer.lr", "lr {}"), ("config.optimizer.warmup_epochs", "warm-up {}"),
+                        ("config.trainer.label_smoothing", "smoothing {}"), ("config.dataset.batch_size", "batch {}")):
+        v = f.number(path)
+        if v is not None:
+            parts.append(label.format(num(v)))
+    schedule = f.text("config.optimizer.schedule")
+    if schedule and schedule != "cosine":
+        parts.append(schedule)
+    amp = f.get("config.trainer.amp")
+    if isinstance(amp, bool):
+        parts.append("bf16" if amp else "float32")
+    return ", ".join(parts) or "-"
+
+
+def _curve(f: Fields) -> list:
+    curve = f.get("curve")
+    if curve is None:
+        return []
+    if not (isinstance(curve, list) and all(isinstance(c, dict) and _number(c.get("epoch")) is not None for c in curve)):
+        f.note("curve", "is not a list of per-epoch records")
+        return []
+    return curve
 
 
 def find_results(root: str) -> list[str]:
