@@ -62,7 +62,8 @@ def architecture(cfg, num_classes: int) -> dict:
         out["counts"] = src["prune"]["compact"]["widths"]
         out["run"] = os.path.abspath(a.run)
         source_target = (src.get("target") or {}).get("flops", src.get("target_flops"))
-        out["reference"] = (src.get("cost") or {}).get("reference") or out["reference"]
+        out["reference"] = dict((src.get("cost") or {}).get("reference") or out["reference"])
+        out["reference"]["units"] = [u.name for u in units]  # the source's, as source_run checked
     elif a.source != "config":
         raise ConfigError(f"arch.source={a.source!r} is not one of config, uniform, run")
     if a.epochs not in ("same", "flops"):

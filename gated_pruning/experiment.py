@@ -19,7 +19,7 @@ from gated_pruning.checkpoint import fingerprint
 from gated_pruning.config import check_config
 from gated_pruning.data import build_data
 from gated_pruning.errors import ConfigError
-from gated_pruning.models.protocol import rebuilt
+from gated_pruning.models.protocol import kept_by_name, rebuilt
 from gated_pruning.optim import lr_lambda, split_parameters
 from gated_pruning.runtime import RESULTS, environment, now, pick_device, save_torch, set_threads, write_json
 from gated_pruning.stats import cost
@@ -184,12 +184,13 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             return results
         save_torch({"model": model.state_dict(), "config": config, "arch": arch}, os.path.join(run_dir, "model.pt"))
         final, widths = model, model.sizes()
+        names = [u.name for u in model.units()]
         if cfg.prune.enabled:
             results["prune"], final = pruning.prune(model, cfg, trainer.evaluate, data, run_dir, tracker=tracker,
                                                     run_dir=run_dir, step_offset=trainer.step)
             print(pruned_line(results["prune"]), file=sys.stderr)
             widths = results["prune"]["compact"]["widths"]
-        results["cost"] = cost(arch, final, widths)
+        results["cost"] = cost(arch, final, kept_by_name(names, widths, arch["reference"].get("units")))
         results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
         results["time"]["end"] = now()
         write_json(results, os.path.join(run_dir, RESULTS))

@@ -66,3 +66,58 @@ def test_every_model_trains_resumes_prunes_and_exports(model, extra, tmp_path, m
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     rec = json.load(open(tmp_path / "whole" / "results.json"))
     assert rec["prune"]["units"] == [u.name for u in net.units()] and len(rec["prune"]["compact"]["widths"]) == len(net.units())
+
+
+# every gate kind, gate optimizer, penalty, the budget and the baselines on a residual network
+# (inner, stream and block gates) and on a torchvision CNN: one short run each
+FAMILIES = {"resnet": ["model=resnet20", "model.width=0.25", "model.gate_stream=true", "model.block_gates=true"],
+            "torchvision": ["model=torchvision", "model.name=mobilenet_v2", "model.width=0.25"]}
+SETTINGS = {
+    "float-apg-l1": [], "threshold": ["binarizer=threshold"], "stochastic": ["binarizer=stochastic"],
+    "hard_concrete": ["binarizer=hard_concrete", "penalty=l0", "model.gate_init=2"],
+    "sgd": ["optimizer=sgd", "optimizer.gates.clamp=true"],
+    "polarization-flops": ["penalty=polarization", "penalty.flops_weighted=true", "optimizer.gates.upper=1"],
+    "budget": ["target_flops=0.5", "gamma=0.01"],
+    "uniform": ["method=uniform", "target_flops=0.5"], "l1norm": ["method=l1norm", "target_flops=0.5"],
+    "slimming": ["method=slimming", "target_flops=0.5"],
+}
+SHORT = ["experiment=smoke", "dataset.train_size=128", "trainer.epochs=1", "trainer.log_every=1",
+         "prune.latency_reps=1", "prune.latency_warmup=0", "gamma=0.05"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_every_gate_kind_penalty_budget_and_baseline_runs_on_each_family(family, setting, tmp_path):
+    res = experiment.run(make_cfg(*SHORT, *FAMILIES[family], *SETTINGS[setting]), str(tmp_path))
+    p = res["prune"]
+    assert p["test"]["compact"] == p["test"]["dense"] or p["target_flops"] is not None  # exact unless cut
+    assert len(p["compact"]["widths"]) == len(p["units"]) == len(res["cost"]["reference"]["widths"])
+    if res["target"]["kind"] in ("budget", "uniform", "cut"):  # the target met (a cut: at most)
+        assert res["target"]["reached"] <= 0.5 + 0.03 and (res["target"]["kind"] == "cut" or
+                                                          res["target"]["reached"] >= 0.5 - 0.03), res["target"]
+    if setting == "uniform":
+        assert not res["gates"]["layers"] and res["cost"]["flops_kept"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_scratch_runs_retrain_a_residual_networks_kept_blocks(tmp_path):
+    """A source run's kept counts (a stub record: half of every channel group, blocks 1 and 4 gone)
+    become the retrained network, blocks removed included, at the FLOPs the protocol predicts."""
+    cfg = make_cfg(*SHORT, *FAMILIES["resnet"])
+    dense = experiment.network(cfg, 10, instantiate(cfg.binarizer), {})
+    units = dense.units()
+    kept = [0 if u.name in ("block1", "block4") else max(1, u.size // 2) if u.kind == "channels" else 1 for u in units]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "results.json").write_text(json.dumps({
+        "prune": {"compact": {"widths": kept}, "units": [u.name for u in units], "dead_layers": []},
+        "gates": {"dead_layers": []}, "target": {"kind": "budget", "flops": 0.5},
+        "cost": {"reference": {"widths": dense.sizes(), "flops": int(dense.flops()), "params": 1}}}))
+    res = experiment.run(make_cfg(*SHORT, *FAMILIES["resnet"], "method=scratch_b", f"arch.run={src}"),
+                         str(tmp_path / "scratch"))
+    gone = [u.name.startswith(("block1.", "block4.")) for u in units]  # inner channels went with their block
+    assert res["cost"]["final"]["widths"] == [0 if g else k for k, g in zip(kept, gone)] and res["gates"]["layers"] == []
+    assert res["cost"]["final"]["flops"] == dense.flops(kept)
+    assert res["config"]["trainer"]["epochs"] == int(dense.flops() / dense.flops(kept))  # Scratch-B: the dense compute
+    net = torch.load(tmp_path / "scratch" / "model.pt", weights_only=True)["model"]
+    assert not any(k.startswith(("blocks.1.conv", "blocks.4.conv")) for k in net)  # those blocks are shortcuts

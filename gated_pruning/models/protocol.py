@@ -174,6 +174,16 @@ class GatedNetwork(nn.Module):
         return out
 
 
+def kept_by_name(names: list[str], counts: list[int], reference: list[str] | None) -> list[int]:
+    """`counts` of the units `names`, listed by the `reference` network's units: a unit the
+    network no longer has (a removed block, and the inner channels it took along) counts 0.
+    Without reference names, `counts` as given."""
+    if not reference:
+        return list(counts)
+    by = dict(zip(names, counts))
+    return [by.get(n, 0) for n in reference]
+
+
 def rebuilt(model: GatedNetwork, counts) -> GatedNetwork:
     """A plain network of `model`'s kind with `counts[u]` values of each unit (a block with 0 is
     its shortcut), freshly initialized: a pruned architecture trained from scratch, or a
