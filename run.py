@@ -1,4 +1,4 @@
-"""Train a gated VGG: `python run.py [overrides]`, or a sweep: `python run.py -m gamma=1e-4,1e-3`."""
+"""Train a gated network: `python run.py [overrides]`, or a sweep: `python run.py -m gamma=1e-4,1e-3`."""
 import sys
 
 import hydra

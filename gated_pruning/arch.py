@@ -33,7 +33,7 @@ from gated_pruning.runtime import RESULTS
 from gated_pruning.stats import count_params
 
 TOLERANCE = 0.03  # how far (fraction of the dense FLOPs) a budget or a uniform width may end from its target
-HOLDING_PRESETS = "method=sss and method=binary"  # the presets whose budgets end within TOLERANCE (README)
+HOLDING_PRESETS = "method=sss and method=binary"  # the presets whose budgets end within TOLERANCE (docs/methods.md)
 
 
 def plain_network(cfg, num_classes: int):

@@ -176,7 +176,7 @@ def launcher_problem(launcher: dict) -> str | None:
     if tasks > 1:
         return (f"hydra.launcher.nodes={launcher.get('nodes', 1)} tasks_per_node={launcher.get('tasks_per_node', 1)} "
                 f"would start {tasks} processes that each train the same job into one folder; a job here is one "
-                "process (data parallel training is torchrun's, see README): keep nodes=1 tasks_per_node=1")
+                "process (data parallel training is torchrun's, see docs/scaling.md): keep nodes=1 tasks_per_node=1")
     return None
 
 

@@ -1,4 +1,4 @@
-"""What the command-line tools share (`prune`, `evaluate`, `report`, `evidence`): one-line errors
+"""What the command-line tools share (`prune`, `evaluate`, `reports.sweep`, `reports.compare`): one-line errors
 for a bad flag or file, flags checked against the config's rules, output written in a staged
 folder that appears whole or not at all, and a body that ends with an exit status, never a
 traceback. Torch-free: `run.py`'s checks use `fail` and `one_line` before torch is imported.

@@ -112,7 +112,7 @@ class Trainer:
             if name not in self.dead_warned:
                 self.dead_warned.add(name)
                 print(f"warning: every gate of {name} is zero at step {self.step}: the layer "
-                      "outputs nothing (pruning keeps one zero channel, see README)", file=sys.stderr)
+                      "outputs nothing (pruning keeps one zero channel, see docs/pruning.md)", file=sys.stderr)
         return rec
 
     def _log_gates(self, rec: dict) -> dict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The exploration behind README "Why the gates shrink whole layers" (docs/results.md): one run per remedy, all at a
+# The exploration behind docs/methods.md "The remedies" (docs/results.md): one run per remedy, all at a
 # FLOPs target of 50% on the CPU preset (VGG-16 x0.25, 4 epochs, real CIFAR-100, seed 0), in the
 # order they were tried. The first five ran before the budget's freeze existed (budget.freeze=null
 # reproduces them). Report: docs/results/cpu_explore (one row per folder).

@@ -12,7 +12,7 @@ Gates, each kind optional, all folded into batch norm (`layers.GatedBatchNorm2d`
   of residual blocks (Huang & Wang, ECCV 2018): a block whose gate is 0 is removed and becomes its
   shortcut (the identity, or the projection where the shape changes).
 
-`block_spec()` describes the network as data: per block its input, inner and output widths and
+`spec()` describes the network as data: per block its input, inner and output widths and
 stride, whether it has a projection and whether it exists; `build(spec=...)` builds any such
 network, which is how a pruned network is rebuilt.
 """
