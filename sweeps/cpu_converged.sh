@@ -119,6 +119,22 @@ stage_side() {  # 30% and 70% of the FLOPs: uniform, SSS and binary gates (budge
   collect
 }
 
+stage_resnet56() {  # SSS on its own kind of network (issue 17): ResNet-56 at width 0.5, 50% of the FLOPs,
+  # two seeds: channel gates (the blocks' inner channels), SSS's block gates, both; against dense,
+  # uniform scaling and Scratch-E of the gates' widths. The short regime: 4 epochs of this recipe
+  # (a ResNet-56 step costs 2.4x a VGG-16 x0.25 step here; 16 epochs x 12 runs would take ~10 hours)
+  local R=(model=resnet56 model.width=0.5 trainer.epochs=4)
+  DOCS=docs/runs/resnet56 OUT=$OUT/resnet56
+  cell 'r56_%_s@' method dense,uniform seed 0,1 -- "${R[@]}" target_flops=0.5
+  cell 'r56_sss_channel_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.block_gates=false
+  cell 'r56_sss_block_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.inner_gates=false \
+    model.block_gates=true
+  cell 'r56_sss_both_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.block_gates=true
+  collect
+  cell 'r56_scratch_e_both_s%' seed 0,1 -- "${R[@]}" method=scratch_e "arch.run=$DOCS/r56_sss_both_s\${seed}"
+  collect
+}
+
 case $STAGE in
   recipe) stage_recipe ;;
   curve) stage_curve ;;
@@ -126,6 +142,7 @@ case $STAGE in
   study50) stage_study50 ;;
   scratch50) stage_scratch50 ;;
   side) stage_side ;;
+  resnet56) stage_resnet56 ;;
   collect) collect ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
