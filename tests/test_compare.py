@@ -285,3 +285,26 @@ def test_budget_gamma_and_target_meaning_come_from_the_reader(tmp_path):
     run, bad = records.read_run(res, "x/results.json", "x")
     assert not bad and run.gates == "binary (threshold STE)" and run.variant == "apg-threshold"
     assert (run.target_kind, run.target, run.gamma_end, run.gamma_at_freeze) == ("budget", 0.5, 0.0, 1e-3)
+
+
+def test_what_the_gates_kept_names_the_residual_blocks_removed(tmp_path):
+    from gated_pruning.reports import compare
+
+    from stub_records import record
+
+    res = record(method="sss", seed=0)
+    names = ["block0.inner", "block0", "block1.inner", "block1", "block2.inner", "block2"]
+    res["gates"]["layers"] = names
+    res["gates"]["channels"] = [8, 1, 8, 1, 8, 1]
+    res["gates"]["final"] = {"zeros": [0] * 6, "nonzero_mean": [0.5] * 6}
+    res["gates"]["history"] = []
+    res["prune"]["compact"]["widths"] = [4, 1, 0, 0, 8, 1]
+    res["prune"]["dense"]["widths"] = [8, 1, 8, 1, 8, 1]
+    res["prune"]["kinds"] = ["channels", "block"] * 3
+    res["cost"]["reference"]["widths"] = [8, 1, 8, 1, 8, 1]
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "results.json").write_text(json.dumps(res))
+    runs = compare.load_all([str(tmp_path / "runs")])
+    table = compare.structures(runs)
+    assert table.splitlines()[0].endswith("| blocks removed |")
+    assert table.splitlines()[2].endswith("| 1 (block1); 2 kept |")

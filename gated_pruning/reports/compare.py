@@ -186,15 +186,23 @@ def structures(runs: list) -> str:
     rs = [r for r in runs if r.gates != DASH and r.kept_widths and not r.derived]
     if not rs:
         return ""
+    blocks = any("block" in r.unit_kinds for r in rs)  # residual networks with block gates: depth selection
     rows = []
     for r in sorted(rs, key=lambda r: (r.row, r.gates, r.target or 0, r.seed or 0)):
         dense = r.reference_widths or [None] * len(r.kept_widths)
         means = [m for m in (r.nonzero_mean or []) if m]
-        rows.append([os.path.basename(os.path.dirname(r.path)), r.row, r.gates, num(r.target), str(r.seed),
-                     " ".join(str(k) if d is None else f"{k}/{d}" for k, d in zip(r.kept_widths, dense)),
-                     str(len(r.dead_layers)), f"{min(means):.2f}" if means else DASH])
-    return markdown_table(("run", "method", "gates", "target", "seed", "kept widths per layer (of the dense widths)",
-                           "dead layers", "smallest non-zero gate mean"), rows)
+        row = [os.path.basename(os.path.dirname(r.path)), r.row, r.gates, num(r.target), str(r.seed),
+               " ".join(str(k) if d is None else f"{k}/{d}" for k, d in zip(r.kept_widths, dense)),
+               str(len(r.dead_layers)), f"{min(means):.2f}" if means else DASH]
+        if blocks:
+            gone = [n for n, k, w in zip(r.layers, r.unit_kinds, r.kept_widths) if k == "block" and w == 0]
+            kept = sum(k == "block" for k in r.unit_kinds) - len(gone)
+            row.append(f"{len(gone)} ({', '.join(gone)}); {kept} kept" if gone else
+                       (f"none; {kept} kept" if r.unit_kinds else DASH))
+        rows.append(row)
+    columns = ("run", "method", "gates", "target", "seed", "kept widths per layer (of the dense widths)",
+               "dead layers", "smallest non-zero gate mean") + (("blocks removed",) if blocks else ())
+    return markdown_table(columns, rows)
 
 
 def run_numbers(r) -> dict:

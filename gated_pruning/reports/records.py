@@ -76,6 +76,7 @@ class Run:
     reference_widths: list | None  # cost.reference.widths: the dense network FLOPs count against
     dead_layers: list
     stage: str  # the network the run delivers (STAGES): fine-tuned if it was, else as cut, else as trained
+    unit_kinds: list = dataclasses.field(default_factory=list)  # prune.kinds: "channels" or "block" per unit
     recipe: str = "-"  # how it was trained: lr, warm-up, label smoothing, batch, precision (`recipe_of`)
     curve: list = dataclasses.field(default_factory=list)  # per epoch: {"epoch", "val_top1" or "test_top1", ...}
     row: str = ""  # what names the run's row in a comparison: its method, or its folder (set by the view)
@@ -322,7 +323,7 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
         dense_widths=dense, kept_widths=kept,
         reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
-        recipe=recipe_of(f), curve=_curve(f))
+        recipe=recipe_of(f), curve=_curve(f), unit_kinds=_kinds(f, len(kept) if kept else None))
     return run, f.bad
 
 
@@ -342,6 +343,16 @@ def recipe_of(f: Fields) -> str:
     if isinstance(amp, bool):
         parts.append("bf16" if amp else "float32")
     return ", ".join(parts) or "-"
+
+
+def _kinds(f: Fields, n: int | None) -> list:
+    kinds = f.get("prune.kinds")
+    if kinds is None:
+        return []
+    if not (isinstance(kinds, list) and all(k in ("channels", "block") for k in kinds) and (n is None or len(kinds) == n)):
+        f.note("prune.kinds", "is not a list of \"channels\" and \"block\", one per unit")
+        return []
+    return kinds
 
 
 def _curve(f: Fields) -> list:
