@@ -22,7 +22,7 @@ from gated_pruning.data import build_data, locate_cifar
 from gated_pruning.errors import UserError
 from gated_pruning.experiment import network
 from gated_pruning.pruning import prune
-from gated_pruning.runtime import RESULTS, check_device, pick_device, write_json
+from gated_pruning.runtime import RESULTS, check_device, environment, pick_device, set_threads, write_json
 from gated_pruning.stats import cost
 from gated_pruning.toolkit import ArgumentParser, arg, one_line, readable_dir, readable_file, run_tool, staged, warn
 from gated_pruning.train import evaluate
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
                    help="default: the run's prune.finetune_lr")
     p.add_argument("--data-root", help="override dataset.root of the run")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=arg(RULES["threads"], "--threads"),
+                   help="CPU threads (default: one per core); the record says which, reports pair by it")
     p.add_argument("--out", help="output folder (default RUN_DIR/prune-<what>); must not exist")
     p.add_argument("--method", help="label of the result in reports (e.g. l1norm, slimming)")
     return run_tool(_prune_again, p.parse_args(argv))
@@ -102,6 +104,7 @@ def _prune_again(a) -> int:
             "target_flops": a.target_flops, "criterion": crit if a.target_flops is not None else None,
             "finetune_epochs": a.finetune_epochs,
             "finetune_lr": a.finetune_lr if a.finetune_lr is not None else cfg.prune.finetune_lr})
+        set_threads(a.threads)
         device = pick_device(a.device)
         model, data, arch = _rebuild(cfg, saved, path, device)
         result, small = prune(model, cfg, lambda m, split="test": evaluate(m, data.val if split == "val" else data.test),
@@ -113,7 +116,7 @@ def _prune_again(a) -> int:
             warn(missed)
         write_json(result, os.path.join(tmp, "prune.json"))
         record = {"config": OmegaConf.to_container(cfg, resolve=True), "derived_from": os.path.abspath(a.run_dir),
-                  "method": a.method, "target_flops": a.target_flops, "target": goal,
+                  "method": a.method, "target_flops": a.target_flops, "target": goal, "env": environment(device),
                   "metrics": {"test": result["test"]["dense"]}, "prune": result, "gates": {}}
         if "reference" in arch:
             record["cost"] = cost(arch, small, result["compact"]["widths"])

@@ -61,7 +61,7 @@ cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, 
   done_ "${method}_f${f}_s$seed" && return 0
   local from=$DOCS/$src
   [ -f "$from/model.pt" ] || from=$(dirname "$(compgen -G "$OUT/*/$src/results.json" | head -1)")
-  python -m gated_pruning.prune "$from" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 \
+  python -m gated_pruning.prune "$from" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
     --method "$method" --data-root "$D" --out "$OUT/cuts/${method}_f${f}_s$seed"
 }
 

@@ -88,10 +88,14 @@ def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dens
     """The dense run cut to 40% of its FLOPs by filter L1 norm and fine-tuned, by the prune command
     (in this process: tests/test_prune.py runs the command itself)."""
     d, res = dense_run
-    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1", "--method", "l1norm"]) == 0
+    threads = torch.get_num_threads()
+    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1", "--method", "l1norm",
+                       "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1  # what the record says it ran with
+    torch.set_num_threads(threads)
     out = d / "prune-flops0.4-l1norm-ft1"
     rec = json.loads((out / "results.json").read_text())
-    assert rec["method"] == "l1norm" and rec["target_flops"] == 0.4
+    assert rec["method"] == "l1norm" and rec["target_flops"] == 0.4 and rec["env"]["threads"] == 1
     assert rec["target"] == {"kind": "cut", "flops": 0.4, "reached": rec["prune"]["kept"]["flops"], "missed": False}
     assert rec["prune"]["criterion"] == "l1norm" and rec["prune"]["finetune"]["epochs"] == 1
     assert 0.3 <= rec["cost"]["flops_kept"] <= 0.4
