@@ -16,7 +16,7 @@ import sys
 from gated_pruning.reports import output, plots
 from gated_pruning.reports.records import load
 from gated_pruning.reports.tables import DASH, markdown_table, pct, points
-from gated_pruning.toolkit import ArgumentParser, run_tool
+from gated_pruning.toolkit import run_tool
 
 TOOL = "python -m gated_pruning.reports.curve"
 
@@ -72,11 +72,7 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog=TOOL, description=__doc__.split("\n")[0])
-    p.add_argument("name", help="the report's name: its folder under --out, and its section of --page")
-    p.add_argument("dirs", nargs="+", help="folders with results.json files below them")
-    p.add_argument("--out", default=os.path.join("docs", "results"), help="where NAME/ goes (default: docs/results)")
-    p.add_argument("--page", help="also replace this docs page's <!-- results:NAME --> section (e.g. docs/results.md)")
+    p = output.report_parser(TOOL, " ".join(__doc__.split("\n\n")[0].split()))
     return run_tool(_curve, p.parse_args(argv))
 
 

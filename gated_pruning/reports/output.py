@@ -11,7 +11,7 @@ import re
 import shutil
 import tempfile
 
-from gated_pruning.toolkit import staged
+from gated_pruning.toolkit import ArgumentParser, staged
 from gated_pruning.reports.records import ReportError
 
 MARKER = ".gated_pruning-report"  # in every folder a report writes: the next report may replace it
@@ -157,3 +157,13 @@ def publish(name: str, out: str, page: str | None, tool: str, section: str, writ
     finally:
         if staged:
             os.remove(staged)
+
+
+def report_parser(tool: str, description: str):
+    """The command line every view over several run folders shares: NAME, DIRs, --out, --page."""
+    p = ArgumentParser(prog=tool, description=description)
+    p.add_argument("name", help="the report's name: its folder under --out, and its section of --page")
+    p.add_argument("dirs", nargs="+", help="folders with results.json files below them")
+    p.add_argument("--out", default=os.path.join("docs", "results"), help="where NAME/ goes (default: docs/results)")
+    p.add_argument("--page", help="also replace this docs page's <!-- results:NAME --> section (e.g. docs/results.md)")
+    return p
