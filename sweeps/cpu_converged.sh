@@ -106,6 +106,16 @@ stage_study50() {  # the matched-FLOPs comparison at 50% of the FLOPs: dense (a 
   collect
 }
 
+stage_binary50() {  # binary gates at matched FLOPs: the budget (method=binary, its settings chosen by
+  # stage_budget) against the fixed gamma that lands at the same FLOPs (1.25e-4 for 50% and 2e-4
+  # for 37%, from stage_budget's gammas), the same seeds; the budget starts from that gamma
+  cell 'binary_f0.5_budget%_s@' budget.enabled True,False seed 0,1,2 -- method=binary target_flops=0.5 \
+    gamma=0.000125
+  cell 'binary_f0.37_budget%_s@' budget.enabled True,False seed 0,1 -- method=binary target_flops=0.37 \
+    gamma=0.0002
+  collect
+}
+
 stage_scratch50() {  # SSS's widths from scratch (Scratch-E, Scratch-B) and L1-norm cuts of the dense
   # network (Li et al., 2017) with 2 epochs of fine-tuning, three seeds
   cell '%_f0.5_s@' method scratch_e,scratch_b seed 0,1,2 -- "arch.run=$DOCS/sss_f0.5_s\${seed}"
@@ -140,6 +150,7 @@ case $STAGE in
   curve) stage_curve ;;
   budget) stage_budget ;;
   study50) stage_study50 ;;
+  binary50) stage_binary50 ;;
   scratch50) stage_scratch50 ;;
   side) stage_side ;;
   resnet56) stage_resnet56 ;;
