@@ -65,9 +65,12 @@ cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, 
     --method "$method" --data-root "$D" --out "$OUT/cuts/${method}_f${f}_s$seed"
 }
 
-stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val (seed 0): r1 is
+stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val (seed 0; records in
+  # docs/runs/epochs, report docs/results/epochs: python -m gated_pruning.reports.curve): r1 is
   # cpu_cifar100's (lr 0.05, no warm-up, no smoothing; seeds 0, 1, also in float32: the bf16 check),
   # r2 the preset's (lr 0.1, 1 epoch of warm-up, label smoothing 0.1), r3 r2 at batch 256 and lr 0.2
+  # (as run: r1 by one multirun, r2 and r3 as two single runs side by side with threads=1)
+  DOCS=docs/runs/epochs
   cell 'r1_amp%_s0' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=0
   cell 'r1_amp%_s1' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
@@ -77,6 +80,7 @@ stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val 
 }
 
 stage_curve() {  # the dense network's val top-1 against epochs, recipe r2 (the preset's), seed 0
+  DOCS=docs/runs/epochs
   cell 'dense_e%_s0' trainer.epochs 32,4,16 -- method=dense seed=0
 }
 
