@@ -121,3 +121,28 @@ def test_scratch_runs_retrain_a_residual_networks_kept_blocks(tmp_path):
     assert res["config"]["trainer"]["epochs"] == int(dense.flops() / dense.flops(kept))  # Scratch-B: the dense compute
     net = torch.load(tmp_path / "scratch" / "model.pt", weights_only=True)["model"]
     assert not any(k.startswith(("blocks.1.conv", "blocks.4.conv")) for k in net)  # those blocks are shortcuts
+
+
+@pytest.mark.slow
+def test_block_gates_remove_blocks_and_the_export_scores_the_gated_top1_alone(tmp_path):
+    """Issue 17's first promise: `model=resnet20 model.block_gates=true gamma=G` removes residual
+    blocks, and its compact.pt2, in a fresh process through the evaluate tool, scores what the gated
+    network scored."""
+    res = experiment.run(make_cfg("experiment=smoke", "model=resnet20", "model.width=0.5", "model.block_gates=true",
+                                  "model.inner_gates=false", "gamma=0.1", "trainer.epochs=3", "prune.latency_reps=1",
+                                  "prune.latency_warmup=0"), str(tmp_path))
+    removed = [n for n, k, w in zip(res["prune"]["units"], res["prune"]["kinds"], res["prune"]["compact"]["widths"])
+               if k == "block" and w == 0]
+    assert removed and res["prune"]["test"]["compact"] == res["prune"]["test"]["dense"]
+    r = subprocess.run([sys.executable, "-m", "gated_pruning.evaluate", str(tmp_path / "compact.pt2")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["top1"] == res["prune"]["test"]["dense"]["top1"]
+
+
+@pytest.mark.slow
+def test_a_torchvision_resnet18_meets_its_flops_budget_and_exports(tmp_path):
+    res = experiment.run(make_cfg("experiment=smoke", "model=torchvision", "model.name=resnet18", "target_flops=0.5",
+                                  "prune.latency_reps=1", "prune.latency_warmup=0"), str(tmp_path))
+    assert abs(res["prune"]["kept"]["flops"] - 0.5) <= 0.03 and not res["target"]["missed"]
+    assert (tmp_path / "compact.pt2").stat().st_size > 0
