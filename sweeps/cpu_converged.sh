@@ -5,7 +5,9 @@
 # 2-core machine. A job whose record exists (under OUT, or committed under docs/runs/converged) is
 # not run again, so the script can be stopped and started again at any point. Every job has one
 # thread (threads=1), also a job that runs alone: the reports pair runs of one thread setting only.
-#   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]     (STAGE: recipe curve budget study all)
+#   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]
+# STAGE: recipe curve budget study50 binary50 binary37 scratch50 side resnet56 collect. SEEDS=0,1 runs the
+# 50% stages' cells for those seeds only (the first two seeds of everything before any third).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:?usage: bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]}
@@ -105,16 +107,20 @@ collect() {  # the records of every finished run into docs/runs/converged (resul
 
 stage_study50() {  # the matched-FLOPs comparison at 50% of the FLOPs: dense (a fourth seed fills
   # the launcher's second slot), uniform scaling and SSS (method=sss, the budget), three seeds
-  cell 'dense_s%' seed 0,1,2,3 -- method=dense
-  cell '%_f0.5_s@' method uniform,sss seed 0,1,2 -- target_flops=0.5
+  cell 'dense_s%' seed "${SEEDS:-0,1,2,3}" -- method=dense
+  cell '%_f0.5_s@' method uniform,sss seed "${SEEDS:-0,1,2}" -- target_flops=0.5
   collect
 }
 
 stage_binary50() {  # binary gates at matched FLOPs: the budget (method=binary, its settings chosen by
   # stage_budget) against the fixed gamma that lands at the same FLOPs (1.25e-4 for 50% and 2e-4
   # for 37%, from stage_budget's gammas), the same seeds; the budget starts from that gamma
-  cell 'binary_f0.5_budget%_s@' budget.enabled True,False seed 0,1,2 -- method=binary target_flops=0.5 \
+  cell 'binary_f0.5_budget%_s@' budget.enabled True,False seed "${SEEDS:-0,1,2}" -- method=binary target_flops=0.5 \
     gamma=0.000125
+  collect
+}
+
+stage_binary37() {  # the same at 37% of the FLOPs (where the 4-epoch study's budget lost 3.2 points)
   cell 'binary_f0.37_budget%_s@' budget.enabled True,False seed 0,1 -- method=binary target_flops=0.37 \
     gamma=0.0002
   collect
@@ -155,6 +161,7 @@ case $STAGE in
   budget) stage_budget ;;
   study50) stage_study50 ;;
   binary50) stage_binary50 ;;
+  binary37) stage_binary37 ;;
   scratch50) stage_scratch50 ;;
   side) stage_side ;;
   resnet56) stage_resnet56 ;;
