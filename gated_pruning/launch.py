@@ -25,10 +25,11 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from gated_pruning import preflight
+from gated_pruning import preflight, runlog
 from gated_pruning.errors import EXIT_CODES, Diverged, UserError, stop_signals_raise
 from gated_pruning.toolkit import disk_full, fail, one_line, warn
 
@@ -181,7 +182,12 @@ def prepare(argv: list[str]) -> list[str]:
     for i, (_, cfg) in enumerate(plan.jobs):
         with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
             cfg.hydra.job.num = i  # as the launcher will set it
+        HydraConfig.instance().set_config(cfg)  # as the launcher does: ${hydra:...} reads it
+        try:
             sub = str(cfg.hydra.sweep.subdir)
+        except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve for this job
+            raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]
+            fail(f"hydra.sweep.subdir={raw}: job {i}: {one_line(e)}")
         if sub in subdirs:
             fail(f"hydra.sweep.subdir gives jobs {subdirs[sub]} and {i} the same directory "
                  f"{sub!r}: their files would mix; keep ${{hydra.job.num}} in it")
@@ -241,6 +247,15 @@ def launcher_threads(hydra_config) -> int | None:
 
 
 def run_job(cfg, hydra_config) -> float | None:
+    """One Hydra job (see `_run_job`), its printed lines also kept in its folder's `run.log`
+    (whichever launcher ran it; under torchrun, rank 0's)."""
+    if os.environ.get("RANK", "0") != "0":
+        return _run_job(cfg, hydra_config)
+    with runlog.copied_to(os.path.join(hydra_config.runtime.output_dir, f"{hydra_config.job.name}.log")):
+        return _run_job(cfg, hydra_config)
+
+
+def _run_job(cfg, hydra_config) -> float | None:
     """One Hydra job: run the experiment; a user error, a full disk or a stop signal is one line
     (with the command that resumes the run, where a checkpoint exists). In a sweep, a job that
     fails is recorded in its folder and the sweep goes on (None is its return value)."""

@@ -277,7 +277,7 @@ class Trainer:
             histograms = self._gate_histograms()
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
-        if self.cfg.progress and distributed.is_main():
+        if distributed.is_main():  # also with progress=false: the run's record in run.log
             print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} {split} loss "
                   f"{judged['loss']:.4f} top1 {judged['top1']:.4f} top5 {judged['top5']:.4f}",
                   file=sys.stderr)

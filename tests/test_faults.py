@@ -404,3 +404,8 @@ def test_a_sweep_job_that_fails_at_run_time_is_recorded_and_the_sweep_goes_on(la
     assert failed["job"] == 0 and failed["exit_code"] == 2 and "NaN or infinite" in failed["error"]
     assert not (tmp_path / jobs[0] / "results.json").exists()
     assert json.load(open(tmp_path / jobs[1] / "results.json"))["config"]["optimizer"]["lr"] == 0.05
+    # each job's printed lines are in its folder, whichever launcher ran it
+    failed_log = (tmp_path / jobs[0] / "run.log").read_text()
+    assert "warning: job 0 (" in failed_log and "NaN or infinite" in failed_log
+    done_log = (tmp_path / jobs[1] / "run.log").read_text().splitlines()
+    assert done_log[0].startswith("epoch 1: ") and done_log[-1].startswith("results: ")

@@ -248,6 +248,8 @@ BAD_RUNS = [
     ("-m dataset.batch_size=32,10000", "job 1 of 2"),
     ("-m trainer.epochs=1,2 optimizer.warmup_epochs=1.5", "job 0 of 2"),
     ("-m gamma=0,1 hydra.sweep.subdir=same", "gives jobs 0 and 1 the same directory 'same'"),
+    ("-m seed=0,1 hydra.sweep.subdir=${hydra:runtime.choices.method}",
+     "hydra.sweep.subdir=${hydra:runtime.choices.method}: job 0: "),  # no method chosen: None
     ("-m gama=0,1", "gama=0,1: no such config key; did you mean gamma?"),
 ]
 
@@ -310,6 +312,14 @@ def test_runs_started_in_the_same_second_get_directories_of_their_own(tmp_path, 
     launch.prepare(["experiment=smoke", "hydra.run.dir=mine"])
     code, err = preflight(capsys, "experiment=smoke", "hydra.run.dir=mine")
     assert code == 2 and "hydra.run.dir=mine already holds another run (.hydra/)" in err
+
+
+def test_job_folders_may_be_named_by_the_group_choices(tmp_path, monkeypatch):
+    # what sweeps/cpu_converged.sh does: ${hydra:runtime.choices.method} in the job folder's name
+    monkeypatch.chdir(tmp_path)
+    argv = launch.prepare(["-m", "experiment=smoke", "method=uniform,sss", "target_flops=0.5", "seed=0,1",
+                           "hydra.sweep.dir=sweep", "hydra.sweep.subdir=${hydra:runtime.choices.method}_s${seed}"])
+    assert os.listdir(tmp_path) == ["sweep"], argv
 
 
 def test_claimed_directory_names_survive_hydra_quoting():

@@ -90,6 +90,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, t
     _, err = proc.communicate(timeout=3000)
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM; checkpoint saved to" in err and "resume=" in err
+    assert "error: stopped by SIGTERM; checkpoint saved to" in (stopped / "run.log").read_text()
     state = torch.load(stopped / "checkpoint.pt", weights_only=True)
     assert state["step"] > 0
     resumed = tmp_path / "resumed"

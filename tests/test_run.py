@@ -34,6 +34,12 @@ def test_smoke_run_leaves_results_json(tmp_path):
         assert len(h["quantiles"]) == 8 and all(len(q) == 5 and q == sorted(q) for q in h["quantiles"])
         assert len(h["nonzero_mean"]) == 8 and h["gamma"] == pytest.approx(res["config"]["gamma"])
     assert all(m == 1.0 for m in final["nonzero_mean"] if m)  # binary gates keep 0 or 1
+    # what the run printed is in its folder too, in order
+    log = (tmp_path / "run.log").read_text().splitlines()
+    epochs = [ln for ln in log if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in epochs] == ["epoch 1", "epoch 2"] and epochs == \
+        [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]
+    assert log[-1].startswith("results: ") and log[-1] == r.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize("gates", [[], ["binarizer=threshold"], ["binarizer=hard_concrete", "penalty=l0"],
