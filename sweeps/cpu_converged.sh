@@ -27,29 +27,31 @@ interp() {  # interp KEY: how a job's folder name reads KEY's value (a group's c
 
 cell() {  # cell NAME KEY VALUES [KEY2 VALUES2] -- OVERRIDES...: one multirun over the values (and their
           # product with VALUES2) whose run is not done. NAME holds a % where KEY's value goes and a @
-          # where KEY2's goes (dense_e%_s0, %_f0.5_s@). A partly done product runs per value of KEY.
+          # where KEY2's goes (dense_e%_s0, %_f0.5_s@). Of a partly done product, the missing jobs run.
   local name=$1 key=$2 values=$3 key2="" values2="" v w todo
   shift 3
   if [ "$1" != "--" ]; then key2=$1 values2=$2; shift 2; fi
   shift
-  local firsts=() all_missing=1
+  local firsts=()
   for v in ${values//,/ }; do
     todo=()
     for w in ${values2:-_}; do for w in ${w//,/ }; do
       local n=${name//%/$v}; n=${n//@/$w}
-      done_ "$n" && all_missing=0 || todo+=("$w")
+      done_ "$n" || todo+=("$w")
     done; done
     [ ${#todo[@]} -gt 0 ] && firsts+=("$v:$(IFS=,; echo "${todo[*]}")")
   done
   [ ${#firsts[@]} -eq 0 ] && return 0
   local sub=${name//%/$(interp "$key")}
   [ -n "$key2" ] && sub=${sub//@/$(interp "$key2")}
-  local runs=()
-  if [ $all_missing = 1 ]; then
-    runs=("$values|$values2")
-  else
-    for v in "${firsts[@]}"; do runs+=("${v%%:*}|${v#*:}"); done
-  fi
+  local runs=() i found
+  for v in "${firsts[@]}"; do  # values whose missing KEY2 values are the same run as one product,
+    found=0                    # so that the launcher packs them two at a time
+    for i in "${!runs[@]}"; do
+      if [ "${runs[$i]#*|}" = "${v#*:}" ]; then runs[$i]="${runs[$i]%%|*},${v%%:*}|${v#*:}"; found=1; break; fi
+    done
+    [ $found = 1 ] || runs+=("${v%%:*}|${v#*:}")
+  done
   for r in "${runs[@]}"; do
     local sweep=("$key=${r%%|*}")
     [ -n "$key2" ] && sweep+=("$key2=${r#*|}")
