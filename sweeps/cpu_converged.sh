@@ -2,9 +2,10 @@
 # The study in the near-converged CPU regime (experiment=cpu_converged: VGG-16 x0.25, real
 # CIFAR-100, 5,000 training images held out for validation), in stages, each a list of multirun
 # commands. hydra/launcher=joblib packs the jobs of a command two at a time, one thread each, on a
-# 2-core machine. A job whose record exists (under OUT, or committed under docs/runs/converged) is
-# not run again, so the script can be stopped and started again at any point. Every job has one
-# thread (threads=1), also a job that runs alone: the reports pair runs of one thread setting only.
+# 2-core machine. A job whose record exists (under OUT, or committed under its stage's folder of
+# docs/runs/: converged for the study, epochs, selection, resnet56) is not run again, so the script
+# can be stopped and started again at any point. Every job has one thread (threads=1), also a job
+# that runs alone: the reports pair runs of one thread setting only.
 #   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]
 # STAGE: recipe curve budget study50 binary50 binary37 scratch50 side resnet56 collect. SEEDS=0,1 runs the
 # 50% stages' cells for those seeds only (the first two seeds of everything before any third).
@@ -74,32 +75,37 @@ stage_recipe() {  # the recipe for the dense network at 8 epochs, chosen on val 
   # cpu_cifar100's (lr 0.05, no warm-up, no smoothing; seeds 0, 1, also in float32: the bf16 check),
   # r2 the preset's (lr 0.1, 1 epoch of warm-up, label smoothing 0.1), r3 r2 at batch 256 and lr 0.2
   # (as run: r1 by one multirun, r2 and r3 as two single runs side by side with threads=1)
-  DOCS=docs/runs/epochs
+  DOCS=docs/runs/epochs OUT=$OUT/epochs
   cell 'r1_amp%_s0' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=0
   cell 'r1_amp%_s1' trainer.amp True,False -- method=dense trainer.epochs=8 optimizer.lr=0.05 \
     optimizer.warmup_epochs=0 trainer.label_smoothing=0.0 seed=1
   cell 'r2_b%_s0' dataset.batch_size 128 -- method=dense trainer.epochs=8 seed=0
   cell 'r3_b%_s0' dataset.batch_size 256 -- method=dense trainer.epochs=8 optimizer.lr=0.2 seed=0
+  collect
 }
 
 stage_curve() {  # the dense network's val top-1 against epochs, recipe r2 (the preset's), seed 0
-  DOCS=docs/runs/epochs
+  DOCS=docs/runs/epochs OUT=$OUT/epochs
   cell 'dense_e%_s0' trainer.epochs 32,4,16 -- method=dense seed=0
+  collect
 }
 
 stage_budget() {  # binary gates in the regime, seed 0, chosen on val: where fixed gammas land, and
   # the budget at a target of 0.37: as before (ramp to 50% of the run, freeze at 60%) and with the
   # freeze at the target as soon as the ramp is over, reopening an overshoot (ramps to 50% and 30%)
   # (1e-4 and 2e-4 kept 63.8% and 36.1% of the FLOPs; 1.35e-4 interpolates 50% in log gamma;
-  # 2e-4 was pruned again from its model.pt by the prune tool after its run failed at pruning)
+  # 2e-4 was pruned again from its model.pt by the prune tool after its run failed at pruning;
+  # records in docs/runs/selection: choices, not rows of the study)
+  DOCS=docs/runs/selection OUT=$OUT/selection
   cell 'binary_g%_s0' gamma 0.0001,0.0002,0.000135 -- method=binary seed=0
   cell 'binary_f0.37_ramp%_fot_s0' budget.ramp 0.5,0.3 -- method=binary target_flops=0.37 \
     budget.freeze_on_target=true budget.reopen=true seed=0
   cell 'binary_f0.37_s%' seed 0 -- method=binary target_flops=0.37
+  collect
 }
 
-collect() {  # the records of every finished run into docs/runs/converged (results.json only)
+collect() {  # the records of the stage's finished runs (under its OUT) into its DOCS (results.json only)
   local f d
   for f in $(compgen -G "$OUT/*/*/results.json"; compgen -G "$OUT/cuts/*/results.json"); do
     d=$DOCS/$(basename "$(dirname "$f")")
