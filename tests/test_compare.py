@@ -98,6 +98,21 @@ def test_docs_page_results_are_the_committed_reports():
     assert output.section_names(open(os.path.join(ROOT, "README.md")).read()) == []
 
 
+def test_every_figure_of_the_readme_headline_is_in_a_committed_report():
+    """The README's headline is prose, but each of its figures (a number with decimals: top-1,
+    FLOPs, a spread, a paired difference) is printed by a report in docs/results/, so none is
+    copied by hand or left behind when a report changes."""
+    import glob
+    import re
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    headline = readme.split("<!-- headline -->", 1)[1].split("<!-- /headline -->", 1)[0]
+    reports = "".join(open(p).read() for p in glob.glob(os.path.join(ROOT, "docs", "results", "*", "results.md")))
+    figures = re.findall(r"(?<![\d.])[-+]?\d+\.\d+", headline)
+    assert figures, "the headline has no figure"
+    for figure in figures:
+        assert re.search(rf"(?<![\d.]){re.escape(figure)}(?![\d])", reports), f"{figure} is in no report"
+
+
 def test_gamma_window_is_the_span_of_gammas_that_keep_20_to_90_percent_with_no_dead_layer(tmp_path):
     """Fixed-gamma runs: the window by hand, a dead layer or too few FLOPs put a gamma outside."""
     cases = [(1e-4, 0.95, []), (3e-4, 0.80, []), (1e-3, 0.50, []), (3e-3, 0.25, []), (1e-2, 0.40, ["conv3"]),

@@ -119,6 +119,8 @@ def test_ctrl_c_finishes_the_step_and_saves_and_a_signal_while_pruning_keeps_a_r
     assert command[:2] == ["python", "run.py"] and command[-1] == f"resume={stopped}/checkpoint.pt"
     assert torch.load(stopped / "checkpoint.pt", weights_only=True)["step"] > 0
     after = snapshot(stopped)
+    log = before.pop("run.log")  # the run's printed lines: only added to, the stop's among them
+    assert after["run.log"].startswith(log) and b"error: stopped by SIGINT; checkpoint saved" in after["run.log"]
     assert {f: after[f] for f in before} == before and no_temporary_files(stopped)
     # 2. resumed into its own directory, then stopped (SIGTERM) while it prunes: nothing half
     #    written, the resume point kept, the first run's files untouched
