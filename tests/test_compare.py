@@ -323,3 +323,9 @@ def test_what_the_gates_kept_names_the_residual_blocks_removed(tmp_path):
     table = compare.structures(runs)
     assert table.splitlines()[0].endswith("| blocks removed |")
     assert table.splitlines()[2].endswith("| 1 (block1); 2 kept |")
+    # the gate kind says which units were gated, so that channel, block and both are three rows
+    assert runs[0].gates == "float on channels + blocks"
+    res["prune"]["kinds"] = ["block"] * 6
+    assert records.read_run(res, "x/results.json", "x")[0].gates == "float on blocks"
+    res["prune"]["kinds"] = ["channels"] * 6
+    assert records.read_run(res, "x/results.json", "x")[0].gates == "float"

@@ -308,6 +308,9 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
            "cut": f.number("prune.val.compact.top1"), "finetuned": f.number(f"{tuned}.val.top1")}
     flops, params = f.number("cost.flops_kept"), f.number("cost.params_kept")
     cut_flops, cut_params = f.number("prune.kept.flops"), f.number("prune.kept.params")
+    kinds = _kinds(f, len(kept) if kept else None)
+    if gated and "block" in kinds:  # SSS's block gates (residual networks): which units were gated
+        gates += " on channels + blocks" if "channels" in kinds else " on blocks"
     run = Run(
         path=path, name=name, method=method, gated=gated, variant=variant, gates=gates if gated else "-",
         gamma=f.number("config.gamma"), target_kind=kind, target=target,
@@ -323,7 +326,7 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
         dense_widths=dense, kept_widths=kept,
         reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
-        recipe=recipe_of(f), curve=_curve(f), unit_kinds=_kinds(f, len(kept) if kept else None))
+        recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds)
     return run, f.bad
 
 
