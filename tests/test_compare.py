@@ -329,3 +329,7 @@ def test_what_the_gates_kept_names_the_residual_blocks_removed(tmp_path):
     assert records.read_run(res, "x/results.json", "x")[0].gates == "float on blocks"
     res["prune"]["kinds"] = ["channels"] * 6
     assert records.read_run(res, "x/results.json", "x")[0].gates == "float"
+    (tmp_path / "runs" / "c").mkdir()  # a run without block gates beside one with: no blocks to remove
+    (tmp_path / "runs" / "c" / "results.json").write_text(json.dumps(res))
+    table = compare.structures(compare.load_all([str(tmp_path / "runs")]))
+    assert [ln.rsplit("|", 2)[1].strip() for ln in table.splitlines()[2:]] == ["-", "1 (block1); 2 kept"]

@@ -198,7 +198,7 @@ def structures(runs: list) -> str:
             gone = [n for n, k, w in zip(r.layers, r.unit_kinds, r.kept_widths) if k == "block" and w == 0]
             kept = sum(k == "block" for k in r.unit_kinds) - len(gone)
             row.append(f"{len(gone)} ({', '.join(gone)}); {kept} kept" if gone else
-                       (f"none; {kept} kept" if r.unit_kinds else DASH))
+                       (f"none; {kept} kept" if "block" in r.unit_kinds else DASH))  # DASH: no block gates
         rows.append(row)
     columns = ("run", "method", "gates", "target", "seed", "kept widths per layer (of the dense widths)",
                "dead layers", "smallest non-zero gate mean") + (("blocks removed",) if blocks else ())
