@@ -62,6 +62,7 @@ class Trainer:
         units = model.units() if model.gates() else []  # a gate per unit, or none
         self.layer_names = [u.name for u in units]
         self.layer_channels = [u.size for u in units]
+        self.removable = {u.name for u in units if u.minimum == 0}  # a residual block: zero is its removal
         self.epoch, self.batch, self.step = 0, 0, 0
         self.history: list[dict] = []  # gate statistics at log steps and epoch ends
         self.curve: list[dict] = []    # one row per epoch: train loss/top-1, and val or test
@@ -109,7 +110,7 @@ class Trainer:
             rec["flops_target"] = self.budget.schedule(self.step)
             rec["frozen"] = self.budget.frozen
         for name in stats.dead_layers(self.layer_names, counts):
-            if name not in self.dead_warned:
+            if name not in self.dead_warned and name not in self.removable:
                 self.dead_warned.add(name)
                 print(f"warning: every gate of {name} is zero at step {self.step}: the layer "
                       "outputs nothing (pruning keeps one zero channel, see docs/pruning.md)", file=sys.stderr)

@@ -159,7 +159,8 @@ stage_resnet56() {  # SSS on its own kind of network (issue 17): ResNet-56 at wi
     model.block_gates=true
   cell 'r56_sss_both_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.block_gates=true
   collect
-  cell 'r56_scratch_e_both_s%' seed 0,1 -- "${R[@]}" method=scratch_e "arch.run=$DOCS/r56_sss_both_s\${seed}"
+  cell 'r56_scratch_e_both_s%' seed 0,1 -- "${R[@]}" method=scratch_e model.block_gates=true \
+    "arch.run=$DOCS/r56_sss_both_s\${seed}"
   collect
 }
 

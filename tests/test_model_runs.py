@@ -138,6 +138,18 @@ def test_block_gates_remove_blocks_and_the_export_scores_the_gated_top1_alone(tm
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1])["top1"] == res["prune"]["test"]["dense"]["top1"]
+    # a removed block is not a dead layer: no warning, and Scratch-E retrains the chosen depth,
+    # also from a record made before removed blocks were told apart (listed under gates.dead_layers)
+    assert res["gates"]["dead_layers"] == [] and res["prune"]["dead_layers"] == []
+    older = tmp_path / "older"
+    older.mkdir()
+    res["gates"]["dead_layers"] = removed
+    (older / "results.json").write_text(json.dumps(res))
+    again = experiment.run(make_cfg("experiment=smoke", "model=resnet20", "model.width=0.5", "model.block_gates=true",
+                                    "model.inner_gates=false", "method=scratch_e", f"arch.run={older}",
+                                    "trainer.epochs=1", "prune.latency_reps=1", "prune.latency_warmup=0"),
+                           str(tmp_path / "scratch"))
+    assert again["cost"]["architecture"]["counts"] == res["prune"]["compact"]["widths"]
 
 
 @pytest.mark.slow
