@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from gated_pruning.gates import NoBinarizer, ThresholdBinarizer
+from gated_pruning.models.protocol import rebuilt
 
 from conftest import CONF, make_cfg
 
@@ -95,6 +96,21 @@ def test_block_gates_remove_blocks_and_the_shortcut_stays():
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(small(x), net(x))
+
+
+def test_a_removed_blocks_inner_channels_may_count_zero_and_no_other_unit_may():
+    # what a "both" run records (kept counts per unit, 0 for everything a removed block took along)
+    # must rebuild for Scratch-E; a channel group left with nothing outside a removed block is refused
+    net = build("resnet20", ["model.block_gates=true"])
+    units = net.units()
+    assert [u.kind for u in units[:2]] == ["channels", "block"] and units[0].minimum == 1
+    counts = [u.size for u in units]
+    counts[0] = counts[1] = 0  # block 0 removed, its inner channels with it
+    small = rebuilt(net, counts)
+    assert not small.spec()["blocks"][0]["present"] and small.flops() == net.flops(counts)
+    counts[1] = 1  # block 0 kept, its inner channels none
+    with pytest.raises(ValueError, match="unit block0.inner keeps 0 of .*fewer than its minimum 1"):
+        rebuilt(net, counts)
 
 
 @pytest.mark.parametrize("gates", ["binary", "float"])

@@ -130,9 +130,13 @@ class GatedNetwork(nn.Module):
         units = self.units()
         if len(masks) != len(units):
             raise ValueError(f"{len(masks)} masks for {len(units)} units")
-        for u, m in zip(units, masks):
+        def check(u, m):
             if int(m.sum()) < min(u.minimum, u.size):
                 raise ValueError(f"unit {u.name} keeps {int(m.sum())} of {u.size}, fewer than its minimum {u.minimum}")
+
+        for u, m in zip(units, masks):
+            if u.kind != "channels":
+                check(u, m)
         small = copy.deepcopy(self)
         with torch.no_grad():
             small._fold_gates()
@@ -143,6 +147,8 @@ class GatedNetwork(nn.Module):
             small._remove_blocks(gone)
         alive = {id(m) for m in small.modules()}
         channel = [i for i in channel if id(roots[i][0]) in alive]  # inner channels of a removed block went with it
+        for i in channel:  # so their count does not matter; any other unit keeps its minimum
+            check(units[i], masks[i])
         for p in small.parameters():
             p.requires_grad_(True)  # a frozen BN weight too: the graph traces every parameter
         if channel:
