@@ -109,9 +109,9 @@ def source_run(run_dir, units) -> dict:
                           f"{len(units)} ({units[0].name} ... {units[-1].name}): give a run of the same model")
     if any(w > u.size for w, u in zip(widths, units)):
         raise ConfigError(f"arch.run={run_dir}: its kept widths {widths} do not fit this model's {[u.size for u in units]}")
-    pruned = res.get("prune") or {}  # the cut's list says which layers died (a removed block did not);
+    # the cut's list of dead layers (a removed residual block is not one); older records: the training's
+    pruned = res.get("prune") or {}
     dead = pruned["dead_layers"] if "dead_layers" in pruned else (res.get("gates") or {}).get("dead_layers")
-    dead = dead or []                # older records: the training's
     if dead:
         raise ConfigError(f"arch.run={run_dir}: every gate of {', '.join(dead)} is zero in that run, so its "
                           "widths are one-channel layers the run killed, not a learned architecture: "

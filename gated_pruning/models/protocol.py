@@ -130,6 +130,7 @@ class GatedNetwork(nn.Module):
         units = self.units()
         if len(masks) != len(units):
             raise ValueError(f"{len(masks)} masks for {len(units)} units")
+
         def check(u, m):
             if int(m.sum()) < min(u.minimum, u.size):
                 raise ValueError(f"unit {u.name} keeps {int(m.sum())} of {u.size}, fewer than its minimum {u.minimum}")
