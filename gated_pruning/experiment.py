@@ -141,6 +141,7 @@ def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]
 def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
     main = distributed.is_main()
     started = now()
+    env = environment(device)  # the code as it was when this run loaded it, not when it ends
     state = checkpoint.load(cfg.resume) if cfg.resume else None
     data = build_data(cfg.dataset, device, cfg.seed)
     trainer, arch = build_trainer(cfg, data, device, run_dir)
@@ -164,7 +165,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "run_name": run_name,
             "choices": choices or {},
             "device": str(device),
-            "env": environment(device),
+            "env": env,
             "time": {"start": started},
             "metrics": metrics,
             "curve": trainer.curve,

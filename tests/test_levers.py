@@ -144,6 +144,15 @@ def test_records_say_what_made_them(tmp_path):
     assert json.load(open(tmp_path / "run" / "results.json"))["env"] == env
 
 
+def test_the_code_version_is_taken_when_the_run_starts(tmp_path, monkeypatch):
+    # a commit made while a long run trains must not be recorded as the code that trained it
+    seen = []
+    monkeypatch.setattr(experiment, "environment", lambda device: seen.append(
+        os.path.exists(tmp_path / "run" / "model.pt")) or {"commit": "abc", "dirty": False})
+    res = train(tmp_path, "run")
+    assert seen == [False] and res["env"] == {"commit": "abc", "dirty": False}
+
+
 def test_a_run_outside_a_checkout_says_unknown(tmp_path):
     from gated_pruning.runtime import code_version
 
