@@ -146,11 +146,14 @@ def test_records_say_what_made_them(tmp_path):
 
 def test_the_code_version_is_taken_when_the_run_starts(tmp_path, monkeypatch):
     # a commit made while a long run trains must not be recorded as the code that trained it
-    seen = []
-    monkeypatch.setattr(experiment, "environment", lambda device: seen.append(
-        os.path.exists(tmp_path / "run" / "model.pt")) or {"commit": "abc", "dirty": False})
+    from gated_pruning.train import Trainer
+
+    steps, seen = [], []
+    step = Trainer._train_step
+    monkeypatch.setattr(Trainer, "_train_step", lambda self, *a: steps.append(1) or step(self, *a))
+    monkeypatch.setattr(experiment, "environment", lambda device: seen.append(len(steps)) or {"commit": "abc"})
     res = train(tmp_path, "run")
-    assert seen == [False] and res["env"] == {"commit": "abc", "dirty": False}
+    assert seen == [0] and steps and res["env"] == {"commit": "abc"}  # before the first training step
 
 
 def test_a_run_outside_a_checkout_says_unknown(tmp_path):
