@@ -21,9 +21,16 @@ after the ramp at which the network is at or below the target: the run stops sel
 once the budget is met, instead of letting the penalty cut further until the freeze). If the
 network is still above the target, the lowest-ranked open channels of the whole network are closed
 until it is not (float gates ranked by |gate|, binary gates by their latent value; every layer
-keeps max(its unit's minimum, its floor): one channel of a channel group, nothing of a residual block); with `reopen`, a network of binary gates that overshot (fewer FLOPs than
-the target) gets back its highest-ranked closed channels while it stays at or under the target.
-The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
+keeps max(its unit's minimum, its floor): one channel of a channel group, nothing of a residual block).
+With `reopen`, a network that overshot (fewer FLOPs than the target) gets back its highest-ranked
+closed values, one at a time, while it stays at or under the target: binary gates ranked by their
+latent value; float gates, which hold no value once closed (APG's exact zero), by the last step at
+which they were open (the budget keeps that step per gate when `reopen` is set). Under a controller
+that oscillates (coarse units such as residual blocks close and reopen several at a time), these are
+the values the training held open until just before the freeze. A reopened float gate restarts at
+0 and trains back, so only values whose zero gate still gets a gradient are reopened: residual
+blocks (the ReLU after the sum sees the shortcut) and channel gates after the ReLU
+(`gate_position=relu`; before it, ReLU'(0) = 0). The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
 rest of the run trains a fixed, pruned network (`freeze=null`: the controller runs to the end).
 The run thus ends at the target or just below it, by construction. `state_dict`/`load_state_dict`
 keep resume exact (the masks are buffers of the model). `freeze_on_target` reads one number back
@@ -82,6 +89,12 @@ class FlopsBudget:
         self.integral = torch.tensor(math.log(penalty.gamma0), device=device)
         self.error = torch.zeros((), device=device)
         self.kept = torch.ones((), device=device)
+        gates = model.gates()
+        self.binary = all(g.binarizer.binary for g in gates)
+        self.regrows = model.regrows()
+        # the last step at which each float gate was open (what reopening ranks them by)
+        self.last_open = [torch.zeros(g.weight.shape, device=device) for g in gates] \
+            if self.reopen and not self.binary else None
         return self
 
     def schedule(self, step: int) -> float:
@@ -93,10 +106,11 @@ class FlopsBudget:
         """Per layer, the channels that pruning would keep now (|kept gate| > threshold)."""
         return [g.hard(w).abs() > self.threshold for g, w in zip(self.model.gates(), self.trained_weights())]
 
-    def kept_fraction(self) -> torch.Tensor:
-        """FLOPs of the network that pruning would give now / dense FLOPs (a device tensor; a
-        layer with every gate zero counts one channel, as pruning keeps one)."""
-        counts = [m.sum().clamp_min(least) for m, least in zip(self.open_masks(), self.least)]
+    def kept_fraction(self, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """FLOPs of the network that pruning would give now (or that `masks` keep) / dense FLOPs (a
+        device tensor; a layer with every gate zero counts one channel, as pruning keeps one)."""
+        masks = self.open_masks() if masks is None else masks
+        counts = [m.sum().clamp_min(least) for m, least in zip(masks, self.least)]
         return self.model.flops(counts) / self.dense
 
     @torch.no_grad()
@@ -107,23 +121,28 @@ class FlopsBudget:
         scores = [(w if g.binarizer.binary else g.hard(w).abs()).float().cpu() for g, w in zip(gates, weights)]
         keep = global_cut(self.model, scores, self.target, keep=self.open_masks(),
                           minimum=[max(least, g.min_keep) for least, g in zip(self.least, gates)])
-        if self.reopen and all(g.binarizer.binary for g in gates):
+        if self.reopen and self.binary:
             keep = self._reopen(scores, keep)
+        elif self.reopen:
+            keep = self._reopen([s.float().cpu() for s in self.last_open], keep, self.regrows)
         for g, k in zip(gates, keep):
             g.freeze(k)
         self.penalty.gamma.zero_()
         self.frozen = True
-        self.kept = self.kept_fraction()
+        self.kept = self.kept_fraction([g.mask for g in gates])  # the architecture from now on
         self.error = self.kept - self.target
 
-    def _reopen(self, scores: list[torch.Tensor], keep: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Open the highest-ranked closed channels, one at a time, while the network stays at or
-        under the target (a channel that would take it over is passed over)."""
+    def _reopen(self, scores: list[torch.Tensor], keep: list[torch.Tensor],
+                allowed: list[bool] | None = None) -> list[torch.Tensor]:
+        """Open the highest-ranked closed values (of the units `allowed`, default all), one at a
+        time, while the network stays at or under the target (one that would take it over is
+        passed over)."""
         keep = [k.clone() for k in keep]
         kept = [int(k.sum()) for k in keep]
         budget = self.target * self.dense
+        allowed = allowed or [True] * len(keep)
         closed = sorted(((-float(v), layer, c) for layer, (sc, k) in enumerate(zip(scores, keep))
-                         for c, v in enumerate(sc.tolist()) if not k[c]))
+                         if allowed[layer] for c, v in enumerate(sc.tolist()) if not k[c]))
         for _, layer, c in closed:
             kept[layer] += 1
             if self.model.flops(kept) <= budget:
@@ -144,14 +163,21 @@ class FlopsBudget:
                 and float(self.kept) <= self.target:  # the budget is met: stop selecting
             self.freeze_architecture()
             return
-        self.kept = self.kept_fraction()
+        masks = self.open_masks()
+        self.kept = self.kept_fraction(masks)
+        if self.last_open is not None:
+            for last, m in zip(self.last_open, masks):
+                last.masked_fill_(m, float(step))
         self.error = self.kept - self.schedule(step)
         self.integral = (self.integral + self.ki * self.error).clamp(*self.bounds)
         self.penalty.gamma.copy_(torch.exp((self.integral + self.kp * self.error).clamp(*self.bounds)))
 
     def state_dict(self) -> dict:
-        return {"integral": self.integral, "error": self.error, "kept": self.kept,
-                "gamma": self.penalty.gamma, "frozen": self.frozen}
+        state = {"integral": self.integral, "error": self.error, "kept": self.kept,
+                 "gamma": self.penalty.gamma, "frozen": self.frozen}
+        if self.last_open is not None:
+            state["last_open"] = self.last_open
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         device = self.penalty.gamma.device
@@ -160,3 +186,8 @@ class FlopsBudget:
         self.kept = state["kept"].to(device)
         self.penalty.gamma.copy_(state["gamma"])
         self.frozen = bool(state["frozen"])
+        if self.last_open is not None:
+            if "last_open" not in state:
+                raise ValueError("budget.reopen=true with float gates: the checkpoint has no record of when each "
+                                 "gate was last open (made without reopen); resume with the settings it was made with")
+            self.last_open = [t.to(device) for t in state["last_open"]]

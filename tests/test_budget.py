@@ -178,14 +178,86 @@ def test_reopen_gives_an_overshot_binary_network_its_best_closed_channels_back()
     assert all(torch.equal(x.value(), x.mask.float()) for x in model.gates())
 
 
-def test_reopen_leaves_float_gates_as_they_are():
+def test_reopen_leaves_float_gates_before_the_relu_as_they_are():
     g = torch.Generator().manual_seed(2)
-    model = VGG([16, "M", 32, "M", 32], num_classes=10)
+    model = VGG([16, "M", 32, "M", 32], num_classes=10)  # gate_position=bn: a zero gate gets no gradient
     with torch.no_grad():
         for x in model.gates():
             x.weight.copy_(torch.rand(x.weight.shape, generator=g) * (torch.rand(x.weight.shape, generator=g) > 0.7))
     weights = lambda: [x.weight.detach() for x in model.gates()]  # noqa: E731
     budget = FlopsBudget(0.9, freeze=0.5, reopen=True).bind(model, L1(1e-3).bind(model), weights, 100)
     before = [x.hard() != 0 for x in model.gates()]
+    for step in range(1, 5):
+        budget.update(step)
     budget.freeze_architecture()
-    assert all(torch.equal(x.mask, b) for x, b in zip(model.gates(), before))  # a zero float gate has no value to reopen with
+    assert all(torch.equal(x.mask, b) for x, b in zip(model.gates(), before))  # nothing that could train back
+
+
+def closing_resnet(target, inner_position, close_at, steps=40, inner_open=1.0, **budget_kwargs):
+    """ResNet-20 x0.25 with float block gates (and inner channel gates at `inner_position`), a
+    budget with reopen, and a history: block i's gate is 1 until step close_at[i] and 0 after;
+    the inner gates are open, or with `inner_open=0.5` every other channel closed from the start.
+    Returns (model, budget, the block units' indices)."""
+    from gated_pruning.models.resnet import build
+
+    model = build(depth=20, width=0.25, num_classes=10, block_gates=True, gate_position=inner_position)
+    units = model.units()
+    blocks = [i for i, u in enumerate(units) if u.kind == "block"]
+    gates = model.gates()
+    weights = lambda: [x.weight.detach() for x in gates]  # noqa: E731
+    budget = FlopsBudget(target, freeze=1.0, reopen=True, **budget_kwargs).bind(model, L1(1e-3).bind(model), weights, 100)
+    with torch.no_grad():
+        for i, u in enumerate(units):
+            if u.kind == "channels":
+                gates[i].weight.copy_(((torch.arange(u.size) % 2) < 2 * inner_open).float())
+        for step in range(1, steps + 1):
+            for b, t in zip(blocks, close_at):
+                gates[b].weight.fill_(1.0 if step < t else 0.0)
+            budget.update(step)
+    return model, budget, blocks
+
+
+def test_reopen_gives_float_block_gates_back_in_the_order_they_closed():
+    # 9 blocks closing one per step from step 2 on, in a scrambled order; at the freeze all are closed
+    close_at = [2 + k for k in (4, 0, 7, 2, 8, 1, 5, 3, 6)]
+    model, budget, blocks = closing_resnet(0.6, "relu", close_at)
+    gates = model.gates()
+    dense = model.flops()
+    assert budget.kept_fraction().item() < 0.3  # every block gone
+    budget.freeze_architecture()
+    # by hand: walk the blocks from the last closed to the first, reopening each that fits
+    counts = [int((x.hard() != 0).sum()) for x in gates]
+    for b in sorted(blocks, key=lambda b: -close_at[blocks.index(b)]):
+        counts[b] = 1
+        if model.flops(counts) > 0.6 * dense:
+            counts[b] = 0
+    reopened = [int(gates[b].mask.item()) for b in blocks]
+    assert reopened == [counts[b] for b in blocks] and 0 < sum(reopened) < len(blocks)
+    last = sorted(range(9), key=lambda k: -close_at[k])  # the reopened are the last to close
+    assert [reopened[k] for k in last] == sorted(reopened, reverse=True)
+    assert budget.kept.item() <= 0.6 and budget.kept.item() == pytest.approx(
+        model.flops([int(x.mask.sum()) for x in gates]) / dense)
+    assert all(x.hard()[x.mask].sum() == 0 for b, x in enumerate(gates) if b in blocks)  # they restart at 0
+
+
+def test_reopen_passes_over_channel_gates_folded_before_the_relu():
+    close_at = [2 + k for k in range(9)]
+    model, budget, blocks = closing_resnet(0.9, "bn", close_at, inner_open=0.5)
+    gates, units = model.gates(), model.units()
+    inner = [i for i, u in enumerate(units) if u.kind == "channels"]
+    before = {i: gates[i].hard() != 0 for i in inner}
+    budget.freeze_architecture()
+    assert all(torch.equal(gates[i].mask, before[i]) for i in inner)  # a zero gate there gets no gradient
+    assert all(bool(gates[b].mask) for b in blocks)  # blocks always can: every one back under 90%
+
+
+def test_reopen_state_round_trip_and_a_checkpoint_without_it_is_refused():
+    close_at = [2 + k for k in range(9)]
+    _, a, _ = closing_resnet(0.6, "relu", close_at, steps=20)
+    _, b, _ = closing_resnet(0.6, "relu", [100] * 9, steps=1)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(a.last_open, b.last_open))
+    state = a.state_dict()
+    del state["last_open"]
+    with pytest.raises(ValueError, match="last open"):
+        b.load_state_dict(state)

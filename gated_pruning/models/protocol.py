@@ -64,6 +64,12 @@ class GatedNetwork(nn.Module):
     def cost_table(self) -> list[LayerCost]:
         raise NotImplementedError
 
+    def regrows(self) -> list[bool]:
+        """Per unit, whether a gate at exactly 0 still gets a gradient, so that a closed value can
+        train back: a residual block's does (the ReLU after the sum sees the shortcut), a channel
+        gate folded into the batch norm before a ReLU does not (ReLU'(0) = 0)."""
+        return [u.kind == "block" for u in self.units()]
+
     def _fold_gates(self) -> None:
         """In place: every gate's kept value into the batch-norm parameters; gates removed."""
         raise NotImplementedError

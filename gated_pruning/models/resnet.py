@@ -189,6 +189,10 @@ class ResNet(GatedNetwork):
                 out.append(g)
         return out
 
+    def regrows(self) -> list[bool]:  # stream gates sit in batch norms before a ReLU
+        return [kind == "block" or (kind == "inner" and self.blocks[k].gate_position == "relu")
+                for _, (kind, k) in self._layout()]
+
     def _stage_writer(self, stage: int) -> GatedBatchNorm2d:
         """The batch norm that first writes stage `stage`'s stream (the stem's or a projection's)."""
         if stage == 0:

@@ -125,6 +125,9 @@ class VGG(GatedNetwork):
     def gates(self) -> list[Gate]:
         return [b.gate for _, b in self.conv_blocks() if b.gate is not None]
 
+    def regrows(self) -> list[bool]:
+        return [b.gate_position == "relu" for _, b in self.conv_blocks()]
+
     def cost_table(self) -> list[LayerCost]:
         table, size, i = [], self.input_size, 0
         for v in self.layers:
