@@ -188,6 +188,22 @@ def test_paired_differences_by_seed_computed_by_hand(tmp_path):
     assert {r["val"]["final"] for r in saved if r["method"] == "sss"} == {0.39, 0.36, 0.35}
 
 
+def test_scratch_b_is_paired_with_the_dense_run_of_the_same_training_compute(tmp_path):
+    """Scratch-B trains a half-FLOPs network 8 epochs: the compute of 4 dense epochs (8 x 0.5),
+    so its dense partner is the 4-epoch run, not the 8-epoch one; Scratch-E (4 epochs) the same."""
+    runs = {"dense_e4": stub.record("dense", 0, 0.30, 0.31, 1.0, None, None, epochs=4),
+            "dense_e8": stub.record("dense", 0, 0.40, 0.41, 1.0, None, None, epochs=8),
+            "scratch_e": stub.record("scratch_e", 0, 0.27, 0.29, 0.5, 0.5, "arch_run", epochs=4),
+            "scratch_b": stub.record("scratch_b", 0, 0.33, 0.32, 0.5, 0.5, "arch_run", epochs=8)}
+    runs["scratch_b"]["config"]["arch"]["epochs"] = "flops"
+    runs["scratch_e"]["config"]["arch"]["epochs"] = "same"
+    body = compare.write("b", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"))
+    [b] = paired_rows(body, "scratch_b")
+    assert b[3] == "8" and b[7:] == ["+3.00 (n=1)", "+1.00 (n=1)"]  # 0.33 - 0.30, 0.32 - 0.31
+    [e] = paired_rows(body, "scratch_e")
+    assert e[3] == "4" and e[7:] == ["-3.00 (n=1)", "-2.00 (n=1)"]
+
+
 def test_runs_are_never_paired_across_thread_settings(tmp_path):
     runs = {"dense_1t": stub.record("dense", 0, 0.33, None, 1.0, None, None, threads=1),
             "dense_old": stub.record("dense", 0, 0.30, None, 1.0, None, None, env=False),

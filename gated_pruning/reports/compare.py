@@ -109,7 +109,8 @@ def provenance_table(rows: list[dict]) -> str:
 
 def pairings(rows: list[dict], runs: list) -> list[dict]:
     """Per row and thread setting: its paired differences against `uniform` at its FLOPs target
-    and training epochs, and against `dense` at its training epochs."""
+    and training epochs, and against `dense` at its training epochs (a run trained for the compute
+    of a dense run, Scratch-B: at the epochs of that compute)."""
     out = []
     for row in rows:
         rs = row["runs"]
@@ -119,7 +120,8 @@ def pairings(rows: list[dict], runs: list) -> list[dict]:
             refs["uniform"] = [r for r in runs if r.method == "uniform" and not r.derived and r.epochs == epochs
                                and r.target == row["target"]]
         if rs[0].method != "dense":
-            refs["dense"] = [r for r in runs if r.method == "dense" and not r.derived and r.epochs == epochs]
+            same = rs[0].compute_epochs or epochs
+            refs["dense"] = [r for r in runs if r.method == "dense" and not r.derived and r.epochs == same]
         found = {}
         for ref, members in refs.items():
             for entry in paired(rs, members):
@@ -227,7 +229,9 @@ def body(runs: list, rows: list[dict]) -> str:
     pairs = pairings(rows, runs)
     text += ("\n\nPaired differences, in points of top-1 of the final network: each run minus the `uniform` "
              "run at the same FLOPs target and training epochs, and minus the `dense` run at the same "
-             "training epochs (a cut's fine-tuning epochs not counted), of the same seed (the same data "
+             "training epochs (a cut's fine-tuning epochs not counted; a network trained for the compute of the "
+             "dense network, `arch.epochs=flops` as Scratch-B, against the dense run of that compute: its epochs "
+             "x its FLOPs kept), of the same seed (the same data "
              "order) and the same thread setting, as mean ± sample std of the differences over n pairs. "
              "Runs of different thread settings are never paired (the thread count alone moves a run by "
              "about a point); records without `env` are one unknown setting, paired only with each other.")

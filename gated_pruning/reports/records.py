@@ -53,6 +53,7 @@ class Run:
     seed: int | None
     epochs: int | None  # training epochs (a cut: those of the run it was cut from)
     finetune_epochs: int | None  # a prune record's fine-tuning epochs
+    compute_epochs: int | None  # arch.epochs=flops (Scratch-B): the dense epochs of the same training compute
     derived: bool  # a prune record for a cut of a finished run
     test: dict  # {stage: top-1 or None} for STAGES
     val: dict  # the same on the validation split (None: no split, or an older record)
@@ -316,7 +317,8 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         gamma=f.number("config.gamma"), target_kind=kind, target=target,
         gamma_end=f.number("gates.gamma_final"), gamma_at_freeze=_freeze_gamma(history),
         seed=f.number("config.seed", integer=True), epochs=f.number("config.trainer.epochs", integer=True),
-        finetune_epochs=f.number(f"{tuned}.epochs", integer=True), derived=derived, test=test, val=val,
+        finetune_epochs=f.number(f"{tuned}.epochs", integer=True), compute_epochs=_compute_epochs(f, flops),
+        derived=derived, test=test, val=val,
         flops_kept=flops if flops is not None else cut_flops, params_kept=params if params is not None else cut_params,
         pruned=pruned, pruned_flops_kept=cut_flops if pruned else None,
         pruned_params_kept=cut_params if pruned else None, speedup=f.number("prune.speedup") if pruned else None,
@@ -328,6 +330,15 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
         recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds)
     return run, f.bad
+
+
+def _compute_epochs(f, flops: float | None) -> int | None:
+    """A run trained longer for a cheaper network (`arch.epochs=flops`, Scratch-B): epochs x the
+    FLOPs kept, the number of dense epochs of the same training compute (what it is compared with)."""
+    epochs = f.number("config.trainer.epochs", integer=True)
+    if f.get("config.arch.epochs") != "flops" or epochs is None or flops is None:
+        return None
+    return round(epochs * flops)
 
 
 def recipe_of(f: Fields) -> str:
