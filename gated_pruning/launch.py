@@ -29,11 +29,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from gated_pruning import preflight, runlog
+from gated_pruning import preflight, runlog, toolkit
 from gated_pruning.errors import EXIT_CODES, Diverged, UserError, stop_signals_raise
 from gated_pruning.toolkit import disk_full, fail, one_line, warn
 
-RUN_SCRIPT = os.path.join(preflight.ROOT, "run.py")
+RUN_SCRIPT = os.path.join(toolkit.ROOT, "run.py")
 # what a run leaves in its directory: a directory holding any of these belongs to a run
 RUN_FILES = (".hydra", "results.json", "checkpoint.pt", "model.pt", "compact.pt2", "multirun.yaml")
 # what makes a directory worth keeping after a stop: work that a rerun would redo
@@ -217,7 +217,7 @@ def resume_command(overrides: list[str], path: str, config_name: str = "config")
     `resume=PATH`, the path quoted for Hydra (a folder of a sweep holds `=` and `,`) and every
     word for the shell, so that it works when pasted; run.py by its full path unless the
     command is given from the project's folder."""
-    script = "run.py" if os.path.abspath(os.getcwd()) == preflight.ROOT else RUN_SCRIPT
+    script = "run.py" if os.path.abspath(os.getcwd()) == toolkit.ROOT else RUN_SCRIPT
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
     name = [f"--config-name={config_name}"] if config_name != "config" else []
     value = path if PLAIN.fullmatch(path) else preflight.quote(path)

@@ -29,10 +29,8 @@ from gated_pruning.checks import subsets_problem
 from gated_pruning.config import RULES, flatten, launcher_problem, problems, resolved
 from gated_pruning.errors import UserError
 from gated_pruning.unread import ignored
-from gated_pruning.toolkit import fail, one_line, warn
+from gated_pruning.toolkit import CONF_DIR, fail, one_line, warn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONF_DIR = os.path.join(ROOT, "conf")
 # the launchers that run jobs on this machine, where the device named must exist
 LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 

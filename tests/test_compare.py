@@ -204,6 +204,26 @@ def test_scratch_b_is_paired_with_the_dense_run_of_the_same_training_compute(tmp
     assert e[3] == "4" and e[7:] == ["-3.00 (n=1)", "-2.00 (n=1)"]
 
 
+def test_two_budget_controllers_are_two_rows_named_by_what_differs_from_the_method(tmp_path):
+    """sss runs with the preset's controller and with budget.reopen=true are never averaged; a
+    binary record from before freeze_on_target/reopen existed is labelled with what it lacked
+    against today's method=binary (conf/method/binary.yaml: ramp 0.3, both on)."""
+    runs = {f"sss_s{s}": stub.record("sss", s, 0.30 + s / 100) for s in (0, 1)}
+    runs |= {f"sss_reopen_s{s}": stub.record("sss", s, 0.20 + s / 100) for s in (0, 1)}
+    runs["old_binary"] = stub.record("binary", 0, 0.25, binarizer="threshold")
+    runs["binary"] = stub.record("binary", 1, 0.26, binarizer="threshold")
+    for s in (0, 1):
+        runs[f"sss_reopen_s{s}"]["config"]["budget"].update(reopen=True, ramp=0.5)
+        runs[f"sss_s{s}"]["config"]["budget"].update(reopen=False, ramp=0.5)
+    runs["old_binary"]["config"]["budget"].update(ramp=0.5)
+    runs["binary"]["config"]["budget"].update(ramp=0.3, freeze_on_target=True, reopen=True)
+    body = compare.write("c", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"))
+    main = table_by(body, "| method | gates | target FLOPs | epochs | FLOPs kept %")
+    assert main["sss"][0][9] == "30.50 ± 0.71" and main["sss (budget.reopen=true)"][0][9] == "20.50 ± 0.71"
+    assert main["binary"][0][9] == "26.00"
+    assert main["binary (budget.ramp=0.5, budget.freeze_on_target=false, budget.reopen=false)"][0][9] == "25.00"
+
+
 def test_runs_are_never_paired_across_thread_settings(tmp_path):
     runs = {"dense_1t": stub.record("dense", 0, 0.33, None, 1.0, None, None, threads=1),
             "dense_old": stub.record("dense", 0, 0.30, None, 1.0, None, None, env=False),

@@ -40,18 +40,23 @@ def load_all(dirs: list[str], label: str = "method") -> list:
     runs = [r for d in dirs for r in load(d)]
     for r in runs:
         r.row = os.path.basename(os.path.dirname(r.path)) if label == "dir" else r.method
+        if label == "dir":  # a folder name says what the run was: no controller settings appended
+            r.budget_overrides = ""
     return runs
 
 
 def groups(runs: list) -> list[dict]:
-    """A row per (method, gates, target and its meaning, epochs, and gamma for fixed-gamma runs):
-    means and spreads over its runs (its seeds)."""
+    """A row per (method, gates, target and its meaning, epochs, and gamma for fixed-gamma runs or
+    the controller's settings unlike the method's for budget runs): means and spreads over its runs
+    (its seeds)."""
     by = {}
     for r in runs:
-        by.setdefault((r.row, r.gates, r.target, r.target_kind, r.epochs_label, r.fixed_gamma), []).append(r)
+        by.setdefault((r.row, r.gates, r.target, r.target_kind, r.epochs_label, r.fixed_gamma, r.budget_overrides),
+                      []).append(r)
     rows = []
-    for (method, gates, target, kind, epochs, gamma), rs in by.items():
-        row = {"method": method if gamma is None else f"{method} (gamma {gamma:g})", "gates": gates,
+    for (method, gates, target, kind, epochs, gamma, budget), rs in by.items():
+        label = method if gamma is None else f"{method} (gamma {gamma:g})"
+        row = {"method": f"{label} ({budget})" if budget else label, "gates": gates,
                "target": target, "kind": kind, "epochs": epochs, "n": len(rs), "runs": rs,
                "seeds": sorted(r.seed for r in rs if r.seed is not None)}
         for key, value in (("flops_kept", lambda r: r.flops_kept), ("params_kept", lambda r: r.params_kept),

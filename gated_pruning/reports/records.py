@@ -12,12 +12,15 @@ is one `warning:` line naming the file and the fields, and the rest of the run i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
 
-from gated_pruning.toolkit import readable_dir
+from omegaconf import OmegaConf
+
+from gated_pruning.toolkit import CONF_DIR, readable_dir
 from gated_pruning.errors import UserError
 from gated_pruning.reports.tables import num
 
@@ -80,6 +83,7 @@ class Run:
     unit_kinds: list = dataclasses.field(default_factory=list)  # prune.kinds: "channels" or "block" per unit
     recipe: str = "-"  # how it was trained: lr, warm-up, label smoothing, batch, precision (`recipe_of`)
     curve: list = dataclasses.field(default_factory=list)  # per epoch: {"epoch", "val_top1" or "test_top1", ...}
+    budget_overrides: str = ""  # a budget run's controller settings unlike its method's today (`budget_overrides`)
     row: str = ""  # what names the run's row in a comparison: its method, or its folder (set by the view)
 
     @property
@@ -264,6 +268,36 @@ def _history(f: Fields, channels: list) -> list:
     return good
 
 
+BUDGET_KEYS = ("start", "ramp", "freeze", "freeze_on_target", "reopen", "kp", "ki", "min_gamma", "max_gamma")
+
+
+@functools.cache
+def budget_defaults(method: str | None = None) -> dict | None:
+    """The controller settings of conf/budget/default.yaml, with `method=METHOD`'s preset `budget:`
+    over them (what that method means today); None for a method with no preset."""
+    base = OmegaConf.load(os.path.join(CONF_DIR, "budget", "default.yaml"))
+    if method is None:
+        return OmegaConf.to_container(base)
+    path = os.path.join(CONF_DIR, "method", f"{method}.yaml")
+    if not os.path.isfile(path):
+        return None
+    return OmegaConf.to_container(OmegaConf.merge(base, OmegaConf.load(path).get("budget") or {}))
+
+
+def budget_overrides(f: "Fields", method: str, kind: str | None) -> str:
+    """A budget run's controller settings that differ from what its method means today, as the
+    overrides that would make it (`budget.reopen=true`); "" for none, or for a run without a budget.
+    A setting the record lacks (made before it existed) counts as the default of today's file. Two
+    controllers are two rows of a comparison, never one."""
+    run, preset = f.obj("config.budget"), budget_defaults(method) if kind == "budget" else None
+    if run is None or preset is None:
+        return ""
+    run = {**budget_defaults(), **run}
+    show = lambda v: str(v).lower() if isinstance(v, bool) or v is None else f"{v:g}" if isinstance(v, (int, float)) \
+        else str(v)  # noqa: E731 - as on the command line
+    return ", ".join(f"budget.{k}={show(run[k])}" for k in BUDGET_KEYS if k in preset and run.get(k) != preset[k])
+
+
 def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
     """The Run of one record, and the malformed fields found: [(field, problem)]."""
     f = Fields(res)
@@ -328,7 +362,7 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
         dense_widths=dense, kept_widths=kept,
         reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
-        recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds)
+        recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds, budget_overrides=budget_overrides(f, method, kind))
     return run, f.bad
 
 
