@@ -63,9 +63,10 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
+# (the sgd case: a budget with reopen keeps each float gate's last-open step, through the checkpoint)
 @pytest.mark.parametrize("extra", [["binarizer=stochastic"],
                                    ["optimizer=sgd", "optimizer.gates.clamp=true", "model.gate_position=relu",
-                                    "target_flops=0.5", "budget.reopen=true"],  # the budget keeps each float gate's last-open step: through the checkpoint
+                                    "target_flops=0.5", "budget.reopen=true"],
                                    ["trainer.compile=true", "method=binary", "target_flops=0.5"],
                                    ["trainer.amp=false", "trainer.channels_last=true"]])
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(extra, uninterrupted, tmp_path):
