@@ -30,7 +30,9 @@ that oscillates (coarse units such as residual blocks close and reopen several a
 the values the training held open until just before the freeze. A reopened float gate restarts at
 0 and trains back, so only values whose zero gate still gets a gradient are reopened: residual
 blocks (the ReLU after the sum sees the shortcut) and channel gates after the ReLU
-(`gate_position=relu`; before it, ReLU'(0) = 0). The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
+(`gate_position=relu`; before it, ReLU'(0) = 0; `model.regrows()` says which).
+
+The closed channels are masked for good (`Gate.mask`), and the penalty is switched off, so the
 rest of the run trains a fixed, pruned network (`freeze=null`: the controller runs to the end).
 The run thus ends at the target or just below it, by construction. `state_dict`/`load_state_dict`
 keep resume exact (the masks are buffers of the model). `freeze_on_target` reads one number back

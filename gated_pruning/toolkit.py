@@ -16,9 +16,9 @@ import tempfile
 from gated_pruning.rules import show
 from gated_pruning.errors import EXIT_CODES, UserError, stop_signals_raise
 
-# the errors of a write that cannot complete: the disk (or the quota) is full, or read-only
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: run.py, conf/
 CONF_DIR = os.path.join(ROOT, "conf")
+# the errors of a write that cannot complete: the disk (or the quota) is full, or read-only
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 

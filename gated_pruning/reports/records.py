@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from gated_pruning.toolkit import CONF_DIR, readable_dir
 from gated_pruning.errors import UserError
+from gated_pruning.rules import show
 from gated_pruning.reports.tables import num
 
 RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
@@ -284,7 +285,7 @@ def budget_defaults(method: str | None = None) -> dict | None:
     return OmegaConf.to_container(OmegaConf.merge(base, OmegaConf.load(path).get("budget") or {}))
 
 
-def budget_overrides(f: "Fields", method: str, kind: str | None) -> str:
+def budget_overrides(f: Fields, method: str, kind: str | None) -> str:
     """A budget run's controller settings that differ from what its method means today, as the
     overrides that would make it (`budget.reopen=true`); "" for none, or for a run without a budget.
     A setting the record lacks (made before it existed) counts as the default of today's file. Two
@@ -293,8 +294,6 @@ def budget_overrides(f: "Fields", method: str, kind: str | None) -> str:
     if run is None or preset is None:
         return ""
     run = {**budget_defaults(), **run}
-    show = lambda v: str(v).lower() if isinstance(v, bool) or v is None else f"{v:g}" if isinstance(v, (int, float)) \
-        else str(v)  # noqa: E731 - as on the command line
     return ", ".join(f"budget.{k}={show(run[k])}" for k in BUDGET_KEYS if k in preset and run.get(k) != preset[k])
 
 
