@@ -158,6 +158,9 @@ stage_resnet56() {  # SSS on its own kind of network (issue 17): ResNet-56 at wi
   cell 'r56_sss_block_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.inner_gates=false \
     model.block_gates=true
   cell 'r56_sss_both_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.block_gates=true
+  # block gates again, with the budget's reopen: the block-gate budget overshot its target (seed 0)
+  cell 'r56_sss_block_reopen_s%' seed 0,1 -- "${R[@]}" method=sss target_flops=0.5 model.inner_gates=false \
+    model.block_gates=true budget.reopen=true
   collect
   cell 'r56_scratch_e_both_s%' seed 0,1 -- "${R[@]}" method=scratch_e model.block_gates=true \
     "arch.run=$DOCS/r56_sss_both_s\${seed}"
