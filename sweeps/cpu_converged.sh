@@ -7,7 +7,8 @@
 # can be stopped and started again at any point. Every job has one thread (threads=1), also a job
 # that runs alone: the reports pair runs of one thread setting only.
 #   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]
-# STAGE: recipe curve budget study50 binary50 binary37 scratch50 side resnet56 collect. SEEDS=0,1 runs the
+# STAGE: recipe curve budget study50 binary50 binary37 scratch50 side resnet56 controlled paper_gamma
+# weights width50 collect. SEEDS=0,1 runs the
 # 50% stages' cells for those seeds only (the first two seeds of everything before any third).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -167,6 +168,39 @@ stage_resnet56() {  # SSS on its own kind of network (issue 17): ResNet-56 at wi
   collect
 }
 
+stage_controlled() {  # issue 23: the gate kind as the only difference, and the published SSS. float
+  # gates with every other setting of method=binary (method=float_gates), from binary50's start gamma,
+  # so that binary50's budget runs (binary_f0.5_budgetTrue_s*) are the other arm; and sss_paper (L1
+  # by APG, gates in batch norm) under the same budget and start gamma. Three seeds each, one multirun
+  cell '%_f0.5_s@' method float_gates,sss_paper seed 0,1,2 -- target_flops=0.5 gamma=0.000125
+  collect
+}
+
+stage_paper_gamma() {  # sss_paper with a fixed gamma: where fixed gammas land at 16 epochs, seed 0,
+  # chosen on val among those in the window (records in docs/runs/selection); GAMMAS picks them
+  DOCS=docs/runs/selection OUT=$OUT/selection
+  cell 'sss_paper_g%_s0' gamma "${GAMMAS:-0.00025,0.00035}" -- method=sss_paper seed=0
+  collect
+}
+
+stage_weights() {  # the dense networks of seeds 0 and 1 trained again for their weights (model.pt,
+  # not in git: the cut baselines start from them); their records must equal dense_s0/s1's. Kept
+  # under OUT/weights only
+  local committed=$DOCS
+  DOCS=$OUT/weights/none OUT=$OUT/weights
+  cell 'dense_s%' seed 0,1 -- method=dense
+  DOCS=$committed
+}
+
+stage_width50() {  # capacity: the same comparison at model.width=0.5 (4x the FLOPs of x0.25), seeds
+  # 0 and 1: dense, uniform, SSS (method=sss) and binary gates (the controlled arm's settings)
+  DOCS=docs/runs/width50 OUT=$OUT/width50
+  cell 'dense_s%' seed 0,1 -- method=dense model.width=0.5
+  cell '%_f0.5_s@' method uniform,sss seed 0,1 -- model.width=0.5 target_flops=0.5
+  cell 'binary_f0.5_s%' seed 0,1 -- method=binary model.width=0.5 target_flops=0.5 gamma=0.000125
+  collect
+}
+
 case $STAGE in
   recipe) stage_recipe ;;
   curve) stage_curve ;;
@@ -177,6 +211,10 @@ case $STAGE in
   scratch50) stage_scratch50 ;;
   side) stage_side ;;
   resnet56) stage_resnet56 ;;
+  controlled) stage_controlled ;;
+  paper_gamma) stage_paper_gamma ;;
+  weights) stage_weights ;;
+  width50) stage_width50 ;;
   collect) collect ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

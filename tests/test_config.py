@@ -96,3 +96,12 @@ def test_download_impossible_names_the_fix(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cifar10 not found") and "the download failed" in last
     assert not (tmp_path / "run").exists()  # refused before training: the same command can run again
+
+
+def test_float_gates_differ_from_binary_gates_in_the_binarizer_alone():
+    # the controlled comparison of gate kinds: method=float_gates is method=binary with float gates
+    binary = flatten(OmegaConf.to_container(make_cfg("method=binary", "target_flops=0.5"), resolve=True))
+    floats = flatten(OmegaConf.to_container(make_cfg("method=float_gates", "target_flops=0.5"), resolve=True))
+    differ = {k for k in binary.keys() | floats.keys() if binary.get(k) != floats.get(k)}
+    assert differ == {"binarizer._target_", "binarizer.threshold", "binarizer.estimator"}
+    assert floats["binarizer._target_"] == "gated_pruning.gates.NoBinarizer"
