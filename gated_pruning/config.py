@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning.checks import CROSS_CHECKS, MODEL_DEPTHS
 from gated_pruning.errors import ConfigError
+from gated_pruning.objective import METRICS
 from gated_pruning.rules import Rule, choice, either, flag, integer, list_of, number, show, text
 
 
@@ -30,6 +31,7 @@ RULES: dict[str, Rule] = {
     "device": text(),                      # auto, cpu, cuda, cuda:N (check_device)
     "threads": integer(1, null=True),      # intra-op threads; null: one per core, or the launcher's share
     "resume": text(null=True),             # a run directory or checkpoint file
+    "objective": either(choice(*METRICS), list_of(choice(*METRICS))),  # objective.py
 
     "model._target_": choice(*MODEL_DEPTHS, "gated_pruning.models.tv.build"),
     "model.depth": choice(*sorted({d for ds in MODEL_DEPTHS.values() for d in ds})),  # _depth_fits_model

@@ -20,6 +20,7 @@ from gated_pruning.config import check_config
 from gated_pruning.data import build_data
 from gated_pruning.errors import ConfigError
 from gated_pruning.models.protocol import kept_by_name, rebuilt
+from gated_pruning.objective import delivered
 from gated_pruning.optim import lr_lambda, split_parameters
 from gated_pruning.runtime import RESULTS, environment, now, pick_device, save_torch, set_threads, write_json
 from gated_pruning.stats import cost
@@ -193,6 +194,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             widths = results["prune"]["compact"]["widths"]
         results["cost"] = cost(arch, final, kept_by_name(names, widths, arch["reference"].get("units")))
         results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
+        results["final"] = delivered(results)
         results["time"]["end"] = now()
         write_json(results, os.path.join(run_dir, RESULTS))
         if missed:
@@ -230,12 +232,14 @@ def reached(results: dict, kind: str | None) -> float | None:
 
 
 def summary_values(results: dict) -> dict:
-    """Flat scalars of results.json for a tracker's run summary."""
-    out = {}
+    """Flat scalars of results.json for a tracker's run summary: `final/` the network the run
+    delivers (objective.delivered: what a W&B sweep's metric names), `trained/` the network as
+    trained, before any cut, and `prune/` the cut."""
+    out = {f"final/{k}": v for k, v in results["final"].items() if v is not None}
     m = results["metrics"]
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for k, v in m.get(split, {}).items():
-            out[f"final/{split}_{k}"] = v
+            out[f"trained/{split}_{k}"] = v
     final = results["gates"]["final"]
     if final:
         for name, z, c in zip(results["gates"]["layers"], final["zeros"], results["gates"]["channels"]):

@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from gated_pruning import preflight, runlog, toolkit
+from gated_pruning import objective, preflight, runlog, toolkit
 from gated_pruning.errors import EXIT_CODES, Diverged, UserError, stop_signals_raise
 from gated_pruning.toolkit import disk_full, fail, one_line, warn
 
@@ -212,14 +212,17 @@ def _ignore_stop_signals() -> None:
             signal.signal(s, signal.SIG_IGN)
 
 
-def resume_command(overrides: list[str], path: str, config_name: str = "config") -> str:
+def resume_command(overrides: list[str], path: str, config_name: str = "config",
+                   config_dir: str | None = None) -> str:
     """The command that continues a run from the checkpoint `path`: its overrides and
     `resume=PATH`, the path quoted for Hydra (a folder of a sweep holds `=` and `,`) and every
     word for the shell, so that it works when pasted; run.py by its full path unless the
-    command is given from the project's folder."""
+    command is given from the project's folder; the user's `--config-dir`, if the run had one."""
     script = "run.py" if os.path.abspath(os.getcwd()) == toolkit.ROOT else RUN_SCRIPT
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
     name = [f"--config-name={config_name}"] if config_name != "config" else []
+    if config_dir:
+        name.append(f"--config-dir={os.path.abspath(config_dir)}")
     value = path if PLAIN.fullmatch(path) else preflight.quote(path)
     return " ".join(shlex.quote(w) for w in ["python", script, *name, *kept, f"resume={value}"])
 
@@ -255,10 +258,11 @@ def run_job(cfg, hydra_config) -> float | None:
         return _run_job(cfg, hydra_config)
 
 
-def _run_job(cfg, hydra_config) -> float | None:
-    """One Hydra job: run the experiment; a user error, a full disk or a stop signal is one line
-    (with the command that resumes the run, where a checkpoint exists). In a sweep, a job that
-    fails is recorded in its folder and the sweep goes on (None is its return value)."""
+def _run_job(cfg, hydra_config) -> float | list | None:
+    """One Hydra job: run the experiment and return its `objective` (objective.py) for a sweeper;
+    a user error, a full disk or a stop signal is one line (with the command that resumes the
+    run, where a checkpoint exists). In a sweep, a job that fails is recorded in its folder and
+    the sweep goes on (None is its return value)."""
     # torch and the experiment come in here, after preflight checked every job torch-free
     from gated_pruning import checkpoint, experiment
     from gated_pruning.runtime import RESULTS, now, write_json
@@ -273,8 +277,11 @@ def _run_job(cfg, hydra_config) -> float | None:
     if cfg.threads is None and launcher_threads(hydra_config):
         cfg.threads = launcher_threads(hydra_config)  # recorded in results.json as used
 
+    user_dirs = [s.path for s in hydra_config.runtime.config_sources
+                 if s.provider == "command-line" and s.schema == "file"]  # run.py --config-dir DIR
+
     def resume(path):
-        return resume_command(overrides, path, hydra_config.job.config_name)
+        return resume_command(overrides, path, hydra_config.job.config_name, user_dirs[0] if user_dirs else None)
 
     def last_checkpoint():
         saved = os.path.join(run_dir, checkpoint.FILENAME)
@@ -324,10 +331,12 @@ def _run_job(cfg, hydra_config) -> float | None:
              "the sweep goes on")
         return None
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
-        return results["metrics"]["test"]["top1"]
-    print(f"results: {os.path.join(run_dir, RESULTS)}  test top1 "
-          f"{results['metrics']['test']['top1']:.4f}", file=sys.stderr)
-    return results["metrics"]["test"]["top1"]
+        return None
+    final = results["final"]
+    shown = "  ".join(f"{k.replace('_top1', ' top1')} {final[k]:.4f}" for k in ("val_top1", "test_top1")
+                      if final[k] is not None)
+    print(f"results: {os.path.join(run_dir, RESULTS)}  {shown}", file=sys.stderr)
+    return objective.value(final, cfg.objective)  # what a sweeper optimizes
 
 
 def sweep_status() -> int:

@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from gated_pruning.checks import subsets_problem
 from gated_pruning.config import RULES, flatten, launcher_problem, problems, resolved
 from gated_pruning.errors import UserError
+from gated_pruning import objective
 from gated_pruning.unread import ignored
 from gated_pruning.toolkit import CONF_DIR, fail, one_line, warn
 
@@ -44,25 +45,29 @@ class Plan:
     multirun: bool
 
 
-def group_options(conf_dir: str = CONF_DIR) -> dict:
-    """{group: [options]} for every config group directory under conf/."""
+def group_options(conf_dir: str = CONF_DIR, extra: tuple = ()) -> dict:
+    """{group: [options]} for every config group directory under conf/ and under the `extra`
+    config directories (a user's `--config-dir`, which Hydra searches after conf/)."""
     out = {}
-    for group in sorted(os.listdir(conf_dir)):
-        path = os.path.join(conf_dir, group)
-        if os.path.isdir(path):
-            out[group] = sorted(f[:-5] for f in os.listdir(path) if f.endswith(".yaml"))
+    for root in (conf_dir, *extra):
+        for group in sorted(os.listdir(root)):
+            path = os.path.join(root, group)
+            if os.path.isdir(path):
+                found = {f[:-5] for f in os.listdir(path) if f.endswith(".yaml")}
+                out[group] = sorted(set(out.get(group, ())) | found)
     return out
 
 
-def check_overrides(args: list[str], conf_dir: str = CONF_DIR) -> None:
+def check_overrides(args: list[str], conf_dir: str = CONF_DIR, extra: tuple = ()) -> None:
     """Exit with one line if a command-line override picks a config group option that does not
-    exist (Hydra's own message for this spans a dozen lines)."""
+    exist, in conf/ or in the `extra` config directories (Hydra's own message for this spans a
+    dozen lines)."""
     candidates = [a for a in args if not a.startswith("-") and "=" in a]
     try:
         overrides = OverridesParser.create().parse_overrides(candidates)
     except Exception as e:  # noqa: BLE001 - the grammar's own message, on one line
         fail(f"cannot parse the overrides: {one_line(e)}")
-    groups = group_options(conf_dir)
+    groups = group_options(conf_dir, extra)
     for ov in overrides:
         key = ov.key_or_group
         if key not in groups or ov.is_delete():
@@ -243,6 +248,18 @@ def _launcher(master) -> dict:
         return OmegaConf.to_container(master.hydra.launcher, resolve=False)
 
 
+def _search_directions(master, multirun: bool) -> list[str] | None:
+    """The directions of the search that will read the jobs' objective: an Optuna sweeper's, or,
+    under a W&B sweep agent (WANDB_SWEEP_ID), the objective's own; None when nothing searches."""
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return [objective.DIRECTIONS[n] for n in objective.names(master.objective)]
+    sweeper = master.hydra.get("sweeper") or {}
+    if not multirun or not str(sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+        return None
+    d = sweeper.get("direction")
+    return [str(getattr(x, "name", x)) for x in (d if OmegaConf.is_list(d) or isinstance(d, list) else [d])]
+
+
 def check_jobs(compose, overrides: list[str], multirun: bool) -> Plan:
     """Every job checked: first keys and values (fast, no torch), then what lies outside the
     config (device, checkpoint, data, constructors); warnings printed once all passed."""
@@ -271,6 +288,11 @@ def check_jobs(compose, overrides: list[str], multirun: bool) -> Plan:
             if found:
                 fail(prefix + found[0])
             jobs.append((prefix, cfg, given))
+    directions = _search_directions(master, multirun)
+    for prefix, cfg, _ in jobs:
+        found = objective.problem(cfg.objective, cfg.dataset.get("val_size") or 0, directions)
+        if found:
+            fail(prefix + found)
     launcher = str(master.hydra.launcher.get("_target_", ""))
     local = not multirun or launcher.endswith(LOCAL_LAUNCHERS)  # a GPU here counts
     cache = {}
@@ -279,6 +301,8 @@ def check_jobs(compose, overrides: list[str], multirun: bool) -> Plan:
         if found:
             fail(prefix + found)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        if directions is not None and objective.on_test(jobs[0][1].objective):
+            warn(objective.on_test(jobs[0][1].objective))
         for prefix, cfg, given in jobs:
             for line in ignored(resolved(job_part(cfg)), given):
                 warn(prefix + line)
@@ -299,13 +323,13 @@ def check(argv: list[str], conf_dir: str = CONF_DIR) -> Plan | None:
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
             or args.experimental_rerun:
         return None
-    check_overrides(args.overrides, conf_dir)
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        fail(f"--config-dir={args.config_dir}: no such directory")
+    check_overrides(args.overrides, conf_dir, (args.config_dir,) if args.config_dir else ())
     if args.config_path is not None:
         conf_dir = os.path.join(os.path.dirname(conf_dir), args.config_path)
     overrides = list(args.overrides)
     if args.config_dir is not None:
-        if not os.path.isdir(args.config_dir):
-            fail(f"--config-dir={args.config_dir}: no such directory")
         overrides.append(f"hydra.searchpath=[{quote('file://' + os.path.abspath(args.config_dir))}]")
     if not os.path.isdir(conf_dir):
         fail(f"--config-path={args.config_path}: no such directory ({conf_dir})")

@@ -254,7 +254,7 @@ def test_sweep_file_drives_run_py(path, tmp_path, monkeypatch):
     with open(path) as f:
         sweep = yaml.safe_load(f)
     assert sweep["command"][:4] == MACROS
-    assert sweep["program"] == "run.py" and sweep["metric"] == {"name": "final/test_top1", "goal": "maximize"}
+    assert sweep["program"] == "run.py" and sweep["metric"] == {"name": "final/val_top1", "goal": "maximize"}
     params = {k: sample(v) for k, v in sweep["parameters"].items()}
     fixed = [str(c) for c in sweep["command"][4:]]
     OverridesParser.create().parse_overrides(fixed)  # valid Hydra overrides
@@ -324,6 +324,7 @@ def test_multirun_makes_one_offline_wandb_run_per_job_with_gate_counts(multirun)
             hist = first.get(f"gates_hist/{n}") or {"_type": first.get(f"gates_hist/{n}/_type")}
             assert hist["_type"] == "histogram"  # W&B keeps it nested or flattens it by key path
         assert first["penalty/gamma"] == pytest.approx(res["config"]["gamma"])
-        assert summary["final/test_top1"] == res["metrics"]["test"]["top1"]
+        assert summary["final/test_top1"] == res["final"]["test_top1"] == res["prune"]["test"]["compact"]["top1"]
+        assert summary["trained/test_top1"] == res["metrics"]["test"]["top1"]
         assert summary["prune/flops_kept"] == res["prune"]["kept"]["flops"]
     assert len(ids) == 4
