@@ -134,7 +134,8 @@ RULES: dict[str, Rule] = {
     "prune.target_flops": number(0, 1, lo_open=True, null=True),
     "prune.criterion": choice("gate", "l1norm", null=True),
 
-    "logger.name": choice("wandb", "none"),
+    "logger.name": choice("wandb", "tensorboard", "none"),
+    "logger.subdir": text(),
     "logger.project": text(),
     "logger.entity": text(null=True),
     "logger.group": text(null=True),

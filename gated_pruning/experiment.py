@@ -151,7 +151,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         trainer.load_state_dict(state, checkpoint.resolve(cfg.resume))
     config = OmegaConf.to_container(cfg, resolve=True)
     tracker = build_tracker(cfg.logger, tracker_config(cfg, choices), run_name, run_dir, group=group,
-                            run_id=trainer.extra_state.get("wandb_id")) if main else NullTracker()
+                            run_id=trainer.extra_state.get("wandb_id"), step=trainer.step) if main else NullTracker()
     trainer.tracker = tracker
     trainer.extra_state["wandb_id"] = tracker.run_id
     try:

@@ -1,8 +1,11 @@
 """Experiment tracking behind one small interface: `log`, `summary`, `finish`.
 
 `WandbTracker` logs to Weights & Biases; without an API key (or when the server cannot be
-reached) it falls back to offline mode by itself and says so in one line. A W&B failure never
-stops training: after one warning the tracker turns into a no-op. `NullTracker` does nothing.
+reached) it falls back to offline mode by itself and says so in one line. `TensorboardTracker`
+writes the same scalars and gate histograms as TensorBoard event files (torch's own
+`SummaryWriter`), the summary as TensorBoard's hparams (the config's scalars against the final
+numbers, so runs compare side by side). A tracker failure never stops training: after one
+warning the tracker turns into a no-op. `NullTracker` does nothing.
 """
 from __future__ import annotations
 
@@ -115,6 +118,56 @@ class WandbTracker:
         self.run = None
 
 
+class TensorboardTracker:
+    """Event files in `log_dir` (`tensorboard --logdir outputs` compares runs). A resumed run
+    purges what the stopped one wrote after the step it resumes from."""
+
+    run_id = None
+
+    def __init__(self, log_dir: str, config: dict, step: int = 0):
+        self.run_dir, self.config, self.values, self.writer = log_dir, config, {}, None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir, purge_step=step or None)
+        except Exception as e:  # noqa: BLE001 - tensorboard not installed, an unwritable folder
+            print(f"tensorboard: cannot write event files ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                  "not logging (pip install tensorboard)", file=sys.stderr)
+
+    def _guard(self, what, fn):
+        if self.writer is None:
+            return
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - logging must never stop training
+            print(f"tensorboard: {what} failed ({type(e).__name__}: {e}); logging disabled for this run",
+                  file=sys.stderr)
+            self.writer = None
+
+    def log(self, metrics: dict, step: int | None = None, histograms: dict | None = None) -> None:
+        def log():
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+            for k, v in (histograms or {}).items():
+                self.writer.add_histogram(k, v, step)
+        self._guard("log", log)
+
+    def summary(self, values: dict) -> None:
+        self.values.update(values)
+
+    def line_series(self, key: str, xs: list, series: dict, title: str, xname: str) -> None:
+        pass  # the per-layer scalars (gates_zero_frac/LAYER) are that chart in TensorBoard
+
+    def finish(self) -> None:
+        def hparams():
+            params = {k: v for k, v in self.config.items() if isinstance(v, (int, float, str, bool))}
+            metrics = {k: v for k, v in self.values.items() if isinstance(v, (int, float))}
+            self.writer.add_hparams(params, metrics, run_name=".")
+            self.writer.close()
+        self._guard("finish", hparams)
+        self.writer = None
+
+
 def tracker_config(cfg, choices: dict | None = None) -> dict:
     """The run config as a tracker sees it: flat dotted keys (`optimizer.lr`, as a W&B sweep
     names its parameters) plus each config group's chosen option (`optimizer: apg`, as a sweep
@@ -125,12 +178,15 @@ def tracker_config(cfg, choices: dict | None = None) -> dict:
 
 
 def build_tracker(cfg, config: dict, name: str | None, run_dir: str, group: str | None = None,
-                  run_id: str | None = None):
-    """A tracker from the `logger` config group (`wandb` or `none`)."""
+                  run_id: str | None = None, step: int = 0):
+    """A tracker from the `logger` config group (`wandb`, `tensorboard` or `none`); `step`: where
+    a resumed run starts."""
     if cfg.name == "none":
         return NullTracker()
+    if cfg.name == "tensorboard":
+        return TensorboardTracker(os.path.join(run_dir, cfg.get("subdir") or "tensorboard"), config, step)
     if cfg.name != "wandb":
-        raise ValueError(f"logger.name={cfg.name!r} is not one of wandb, none")
+        raise ValueError(f"logger.name={cfg.name!r} is not one of wandb, tensorboard, none")
     return WandbTracker(cfg.project, config, name=name, group=cfg.group or group, tags=cfg.tags,
                         mode=cfg.mode, entity=cfg.entity, dir=run_dir, run_id=run_id,
                         init_timeout=cfg.init_timeout)

@@ -1,6 +1,7 @@
 """W&B never stops training: no key falls back to offline, an unreachable server too, and a
 failing W&B call disables logging with one warning."""
 import glob
+import json
 import os
 
 import pytest
@@ -78,3 +79,26 @@ def test_a_failing_log_call_disables_logging_once(tmp_path, monkeypatch, capsys)
     assert res["metrics"]["epoch"] == 2
     assert len(calls) == 1  # the first failure turned logging off: no finish, no more calls
     assert capsys.readouterr().err.count("log failed (Boom: disk full); logging disabled") == 1
+
+
+@pytest.mark.slow
+def test_tensorboard_gets_the_scalars_histograms_and_summary_that_wandb_gets(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    r = run_py("experiment=smoke", "logger=tensorboard", f"hydra.run.dir={run}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.load(open(run / "results.json"))
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0}).Reload()
+    tags = acc.Tags()
+    for i, name in enumerate(res["gates"]["layers"]):  # per-layer gate counts over time, as in results.json
+        logged = {e.step: e.value for e in acc.Scalars(f"gates_zero/{name}")}
+        assert logged == {h["step"]: h["zeros"][i] for h in res["gates"]["history"]}
+        assert f"gates_hist/{name}" in tags["histograms"]
+    final = {e.step: e.value for e in acc.Scalars("test/top1")}
+    assert final[max(final)] == pytest.approx(res["metrics"]["test"]["top1"])
+    # the summary (hparams): the numbers of the network the run delivers, as W&B's run summary holds them
+    summary = {t: acc.Scalars(t)[-1].value for t in tags["scalars"] if t.startswith("final/")}
+    assert summary["final/test_top1"] == pytest.approx(res["final"]["test_top1"])
+    assert summary["final/flops_kept"] == pytest.approx(res["final"]["flops_kept"])
