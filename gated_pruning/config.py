@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "prune.latency_reps": integer(1),
     "prune.latency_warmup": integer(0),
     "prune.round_to": integer(1),
+    "prune.onnx": either(choice("auto"), flag()),
     "prune.target_flops": number(0, 1, lo_open=True, null=True),
     "prune.criterion": choice("gate", "l1norm", null=True),
 

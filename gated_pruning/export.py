@@ -1,10 +1,14 @@
 """A compact network as a file that torch alone can load: `compact.pt2`, a torch.export program
 with the metadata (`meta.json`) that `python -m gated_pruning.evaluate` needs to evaluate it on
 its own: the data set, its normalization, the test subset and, for synthetic data, what
-re-creates it."""
+re-creates it. Beside it, for deployment, `compact.onnx` (`prune.onnx=true`): the same program
+in ONNX (opset of torch's exporter, a dynamic batch dimension), which onnxruntime runs.
+"""
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib.util
 import io
 import json
 import zipfile
@@ -17,6 +21,8 @@ from gated_pruning.runtime import write_bytes
 from gated_pruning.toolkit import one_line
 
 COMPACT_FILE = "compact.pt2"
+ONNX_FILE = "compact.onnx"
+ONNX_PACKAGES = ("onnx", "onnxscript")  # torch's exporter needs both (pip install -e '.[deploy]')
 
 
 def compact_meta(cfg, result: dict, test_top1: float) -> dict:
@@ -33,17 +39,38 @@ def compact_meta(cfg, result: dict, test_top1: float) -> dict:
     return meta
 
 
-def save_compact(model, path: str, meta: dict) -> None:
-    """Save as a torch.export program, on the CPU: loadable with torch alone (no gated_pruning,
-    no Hydra) on any machine; `.to(device)` the loaded module to run it elsewhere. The program
-    is built in memory and written by Python, whole: a full disk is an OSError (torch's own
-    writer aborts the interpreter there)."""
+def exported(model):
+    """`model` as a torch.export program on the CPU, in eval mode, with a dynamic batch size."""
     model = copy.deepcopy(model).cpu().eval()
     x = torch.zeros(2, model.in_channels, model.input_size, model.input_size)
-    program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    return torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+
+
+def onnx_missing() -> str | None:
+    """Which package ONNX export lacks here, or None."""
+    return next((p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None), None)
+
+
+def onnx_bytes(program) -> bytes:
+    """The ONNX model of a torch.export program (torch's exporter; its progress lines silenced):
+    input `x`, output `logits`, the batch dimension dynamic."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, input_names=["x"],
+                                         output_names=["logits"])
+    return onnx_program.model_proto.SerializeToString()
+
+
+def save_compact(model, path: str, meta: dict, onnx_path: str | None = None) -> None:
+    """Save as a torch.export program, on the CPU: loadable with torch alone (no gated_pruning,
+    no Hydra) on any machine; `.to(device)` the loaded module to run it elsewhere; and, given
+    `onnx_path`, the same program as ONNX there. Each file is built in memory and written by
+    Python, whole: a full disk is an OSError (torch's own writer aborts the interpreter there)."""
+    program = exported(model)
     buffer = io.BytesIO()
     torch.export.save(program, buffer, extra_files={"meta.json": json.dumps(meta)})
     write_bytes(buffer.getvalue(), path)
+    if onnx_path is not None:
+        write_bytes(onnx_bytes(program), onnx_path)
 
 
 def load_compact(path: str):

@@ -4,6 +4,7 @@ say what is wrong with the cut (dead layers, a target it cannot meet), fine-tune
 compact network (export.py)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -11,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gated_pruning.errors import ConfigError
-from gated_pruning.export import COMPACT_FILE, compact_meta, save_compact
+from gated_pruning.export import COMPACT_FILE, ONNX_FILE, compact_meta, exported, onnx_bytes, onnx_missing, save_compact
 from gated_pruning.masks import target_masks
 from gated_pruning.measure import accounting
 from gated_pruning.optim import lr_lambda
@@ -35,7 +36,10 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
     crit = cfg.get("criterion") or ("gate" if model.gates() else "l1norm")
     masks = target_masks(model, target, crit) if target is not None else None
     small, dead, counts = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
-    d, c = accounting(dense, cfg), accounting(small, cfg)
+    timed = bool(cfg.get("onnx", "auto")) and onnx_missing() is None \
+        and importlib.util.find_spec("onnxruntime") is not None  # what a deployment runs
+    d = accounting(dense, cfg, onnx_bytes(exported(dense)) if timed else None)
+    c = accounting(small, cfg, onnx_bytes(exported(small)) if timed else None)
     d["widths"], c["widths"] = sizes, counts  # per unit of the trained network (0: a block removed)
     result = {
         "units": [u.name for u in model.units()], "kinds": [u.kind for u in model.units()],
@@ -44,6 +48,7 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
         "dense": d, "compact": c,
         "kept": {"params": c["params"] / d["params"], "flops": c["flops"] / d["flops"]},
         "speedup": d["latency_ms"] / c["latency_ms"],
+        "speedup_onnxruntime": d["latency_ms_onnxruntime"] / c["latency_ms_onnxruntime"] if timed else None,
         "dead_layers": dead,
         "test": {"dense": evaluate(model), "compact": evaluate(small)},
         "finetune": None,
@@ -91,5 +96,18 @@ def prune(model, cfg, evaluate, data, out_dir: str, tracker=None, run_dir: str =
         result["finetune"] = finetune(small, cfg, data.train, data.test, tracker=tracker, run_dir=run_dir,
                                       step_offset=step_offset, val_loader=data.val)
         top1 = result["finetune"]["test"]["top1"]
-    save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1))
+    onnx = os.path.join(out_dir, ONNX_FILE) if onnx_wanted(cfg.prune) else None
+    save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1), onnx)
+    result["onnx"] = ONNX_FILE if onnx else None
     return result, small
+
+
+def onnx_wanted(p) -> bool:
+    """Whether `compact.onnx` is written (`prune.onnx`: true, false, or auto: where torch's ONNX
+    exporter has its packages); true without them is one warning, and no file."""
+    setting = p.get("onnx", "auto")
+    missing = onnx_missing() if setting else None
+    if setting is True and missing:
+        print(f"warning: prune.onnx=true but {missing} is not installed: no {ONNX_FILE} "
+              "(pip install -e '.[deploy]', or prune.onnx=false)", file=sys.stderr)
+    return bool(setting) and missing is None
