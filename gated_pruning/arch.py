@@ -27,19 +27,26 @@ import os
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from gated_pruning.errors import ConfigError
 from gated_pruning.runtime import RESULTS
 from gated_pruning.stats import count_params
 
+LOAD_KEYS = ("weights", "weights_key")  # model keys that say what to load, not what to build (weights.py)
 TOLERANCE = 0.03  # how far (fraction of the dense FLOPs) a budget or a uniform width may end from its target
 HOLDING_PRESETS = "method=sss and method=binary"  # the presets whose budgets end within TOLERANCE (docs/methods.md)
+
+
+def model_node(cfg):
+    """The `model` config node that builds the network: what its constructor takes."""
+    return OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in LOAD_KEYS])
 
 
 def plain_network(cfg, num_classes: int):
     """The configured network without gates (the dense reference)."""
     try:
-        return instantiate(cfg.model, num_classes=num_classes, gated=False)
+        return instantiate(model_node(cfg), num_classes=num_classes, gated=False)
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):
             raise ConfigError(str(e.__cause__)) from None

@@ -205,6 +205,22 @@ def _cut_settings(c: dict) -> str | None:
     return None
 
 
+def _weights_fit(c: dict) -> str | None:
+    """Trained weights fill the configured network; nothing trained needs trained weights."""
+    m, a, t = c.get("model", {}), c.get("arch", {}), c.get("trainer", {})
+    if m.get("weights") and a.get("source") in ("uniform", "run"):
+        return (f"model.weights={show(m['weights'])} fills the configured network, but arch.source={a['source']} "
+                "trains another one from scratch: give one")
+    if t.get("epochs") == 0:
+        if not m.get("weights"):
+            return ("trainer.epochs=0 trains nothing: it needs model.weights=PATH (a trained network to "
+                    "evaluate, cut and fine-tune)")
+        if _budget_runs(c):
+            return (f"trainer.epochs=0 with target_flops={show(c['target_flops'])}: the FLOPs budget steers training, "
+                    "and there is none: cut the trained network with prune.target_flops (method=l1norm or taylor)")
+    return None
+
+
 CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
                 _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
-                _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings)
+                _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings, _weights_fit)

@@ -47,6 +47,8 @@ RULES: dict[str, Rule] = {
     "model.bn_weight": flag(),
     "model.gate_position": choice("bn", "relu"),
     "model.widths": list_of(integer(1), null=True),
+    "model.weights": text(null=True),      # weights.py
+    "model.weights_key": text(null=True),
 
     "arch.source": choice("config", "uniform", "run"),
     "arch.run": text(null=True),
@@ -112,7 +114,7 @@ RULES: dict[str, Rule] = {
     "dataset.num_classes": integer(2, 100_000),
     "dataset.seed": SEED,
 
-    "trainer.epochs": integer(1),
+    "trainer.epochs": integer(0),           # 0: nothing trained (model.weights: a trained network cut and fine-tuned)
     "trainer.log_every": integer(0),
     "trainer.eps": number(0),
     "trainer.checkpoint": flag(),

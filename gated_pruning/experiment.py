@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning import checkpoint, distributed, pruning
-from gated_pruning.arch import architecture, outcome
+from gated_pruning import weights as trained_weights
+from gated_pruning.arch import architecture, model_node, outcome
 from gated_pruning.checkpoint import fingerprint
 from gated_pruning.config import check_config
 from gated_pruning.data import build_data
@@ -85,12 +86,15 @@ def _budget(cfg):
     return build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
 
 
-def network(cfg, num_classes: int, binarizer, arch: dict):
+def network(cfg, num_classes: int, binarizer, arch: dict, load: bool = True):
     """The network a run trains: the model group's, rebuilt with the architecture's kept counts
-    when it has them (uniform scaling, a pruned architecture from scratch)."""
-    model = build(cfg.model, num_classes=num_classes, binarizer=binarizer, **arch.get("overrides", {}))
+    when it has them (uniform scaling, a pruned architecture from scratch), or holding the trained
+    weights of `model.weights` (`load`; weights.py; recorded in `arch["weights"]`)."""
+    model = build(model_node(cfg), num_classes=num_classes, binarizer=binarizer, **arch.get("overrides", {}))
     if arch.get("counts") is not None:
         model = rebuilt(model, arch["counts"])
+    elif load and cfg.model.get("weights"):
+        arch["weights"] = trained_weights.load_into(model, cfg.model.weights, cfg.model.get("weights_key"))
     return model
 
 
@@ -101,7 +105,9 @@ def check_buildable(cfg, num_classes: int) -> None:
     with torch.device("meta"):
         _schedule(cfg.optimizer)
         arch = architecture(cfg, num_classes)
-        model = build(cfg.model, num_classes=num_classes, binarizer=build(cfg.binarizer))  # counts: arch checked them
+        model = build(model_node(cfg), num_classes=num_classes, binarizer=build(cfg.binarizer))  # counts: arch checked them
+        if cfg.model.get("weights") and arch.get("counts") is None:  # the file's names and shapes
+            trained_weights.load_into(model, cfg.model.weights, cfg.model.get("weights_key"))
         if model.gates():
             bind(build(cfg.penalty), model)
             _budget(cfg)

@@ -132,7 +132,7 @@ def _rebuild(cfg, saved: dict, path: str, device):
     try:
         data = build_data(cfg.dataset, device, cfg.seed)
         arch = saved.get("arch") or {}
-        model = network(cfg, data.num_classes, instantiate(cfg.binarizer), arch)
+        model = network(cfg, data.num_classes, instantiate(cfg.binarizer), arch, load=False)  # model.pt has them
         model.load_state_dict(saved["model"])
     except UserError:
         raise

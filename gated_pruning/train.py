@@ -217,7 +217,11 @@ class Trainer:
                     self._stop()
             if self.resumable and self._stop_requested(agree=True):  # the last step's signal
                 self._stop()
-        if self.val_loader is not None and "test" not in self.metrics:  # read once, at the end
+        if not self.metrics:  # nothing trained (trainer.epochs=0: trained weights, evaluated, then cut)
+            self.metrics = {"epoch": 0, "step": 0}
+            if self.val_loader is not None:
+                self.metrics["val"] = self.evaluate(split="val")
+        if "test" not in self.metrics:  # with a validation split, test is read once, at the end
             self.metrics["test"] = self.evaluate()
         return self.metrics
 

@@ -19,6 +19,7 @@ CONDITIONAL_KEYS = [
     ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",
      "model.widths or arch.run sets every width"),
     ("arch.run", lambda c: c["arch"]["source"] == "run", "only arch.source=run reads it"),
+    ("model.weights_key", lambda c: bool(c["model"].get("weights")), "it says where model.weights holds its state dict, and model.weights is null"),
     ("arch.target_flops", lambda c: c["arch"]["source"] == "uniform", "only arch.source=uniform reads it"),
     ("optimizer.milestones", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),
     ("optimizer.factor", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),

@@ -6,6 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from gated_pruning.arch import model_node
 from gated_pruning.config import check_config, flatten, problems
 from gated_pruning.optim import split_parameters
 from gated_pruning.preflight import group_options
@@ -29,10 +30,10 @@ def test_every_option_composes(group, option, stub):
     cfg = make_cfg(name, *preset_needs(stub).get(name, []))
     check_config(cfg)
     binarizer = instantiate(cfg.binarizer)
-    model = instantiate(cfg.model, num_classes=10, binarizer=binarizer, width=0.0625) \
+    model = instantiate(model_node(cfg), num_classes=10, binarizer=binarizer, width=0.0625) \
         if group == "model" else None
     if group == "optimizer":
-        model = instantiate(make_cfg().model, num_classes=10, binarizer=binarizer, width=0.0625)
+        model = instantiate(model_node(make_cfg()), num_classes=10, binarizer=binarizer, width=0.0625)
         weights, gates = split_parameters(model)
         instantiate(cfg.optimizer.weights, params=weights)
         instantiate(cfg.optimizer.gates, params=gates)
