@@ -38,6 +38,24 @@ TOLERANCE = 0.03  # how far (fraction of the dense FLOPs) a budget or a uniform 
 HOLDING_PRESETS = "method=sss and method=binary"  # the presets whose budgets end within TOLERANCE (docs/methods.md)
 
 
+def instantiated(node, **kwargs):
+    """`hydra.utils.instantiate`, with what a user can fix as a one-line ConfigError: a
+    constructor's ValueError (an option that does not fit), and a user's own network
+    (`model.net`) that cannot be imported or built with the arguments given."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from None
+        full_key = str(e).rsplit("full_key: ", 1)[-1].strip() if "full_key: " in str(e) else ""
+        if full_key == "net" or full_key.startswith("net."):
+            target = OmegaConf.select(node, "net._target_")
+            why = " ".join(str(cause or e).split()).replace("Are you sure that module", "").strip()
+            raise ConfigError(f"model.net._target_={target}: cannot build it ({why[:240]})") from None
+        raise
+
+
 def model_node(cfg):
     """The `model` config node that builds the network: what its constructor takes."""
     return OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in LOAD_KEYS])
@@ -45,12 +63,7 @@ def model_node(cfg):
 
 def plain_network(cfg, num_classes: int):
     """The configured network without gates (the dense reference)."""
-    try:
-        return instantiate(model_node(cfg), num_classes=num_classes, gated=False)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ValueError):
-            raise ConfigError(str(e.__cause__)) from None
-        raise
+    return instantiated(model_node(cfg), num_classes=num_classes, gated=False)
 
 
 def architecture(cfg, num_classes: int) -> dict:

@@ -205,6 +205,14 @@ def _cut_settings(c: dict) -> str | None:
     return None
 
 
+def _custom_net_named(c: dict) -> str | None:
+    net = c.get("model", {}).get("net")
+    if isinstance(net, dict) and not net.get("_target_"):
+        return ("model=custom needs model.net._target_=pkg.module.Class (your network; its arguments as "
+                "+model.net.ARG=VALUE)")
+    return None
+
+
 def _weights_fit(c: dict) -> str | None:
     """Trained weights fill the configured network; nothing trained needs trained weights."""
     m, a, t = c.get("model", {}), c.get("arch", {}), c.get("trainer", {})
@@ -223,4 +231,4 @@ def _weights_fit(c: dict) -> str | None:
 
 CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
                 _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
-                _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings, _weights_fit)
+                _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings, _weights_fit, _custom_net_named)

@@ -33,7 +33,8 @@ RULES: dict[str, Rule] = {
     "resume": text(null=True),             # a run directory or checkpoint file
     "objective": either(choice(*METRICS), list_of(choice(*METRICS))),  # objective.py
 
-    "model._target_": choice(*MODEL_DEPTHS, "gated_pruning.models.tv.build"),
+    "model._target_": choice(*MODEL_DEPTHS, "gated_pruning.models.tv.build", "gated_pruning.models.graph.build"),
+    "model.net._target_": text(null=True),  # model=custom: the user's class; its arguments are theirs (ARGUMENTS)
     "model.depth": choice(*sorted({d for ds in MODEL_DEPTHS.values() for d in ds})),  # _depth_fits_model
     "model.name": text(),                  # torchvision's model name (models.tv checks it)
     "model.inner_gates": flag(),
@@ -194,12 +195,18 @@ def resolved(cfg: DictConfig) -> dict:
         raise ConfigError(f"cannot resolve the config ({' '.join(str(e).split())[:300]})") from None
 
 
+# sections that hold a user's constructor arguments: no rule of ours, their constructor checks them
+ARGUMENTS = ("model.net.",)
+
+
 def problems(cfg: DictConfig | dict) -> list[str]:
     """Every key without a rule, every value its rule refuses, then the cross-key checks."""
     c = cfg if isinstance(cfg, dict) else resolved(cfg)
     out = []
     flat = flatten(c)  # shallow keys first: gamma before optimizer.gates.gamma that copies it
     for key, value in sorted(flat.items(), key=lambda kv: kv[0].count(".")):
+        if key.startswith(ARGUMENTS) and key not in RULES:
+            continue
         rule = RULES.get(key)
         if rule is None:
             out.append(f"{key}={show(value)}: no validation rule for this key (add one to RULES "

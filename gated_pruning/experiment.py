@@ -9,13 +9,11 @@ import sys
 import time
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning import checkpoint, distributed, pruning
 from gated_pruning import weights as trained_weights
-from gated_pruning.arch import architecture, model_node, outcome
+from gated_pruning.arch import architecture, instantiated, model_node, outcome
 from gated_pruning.checkpoint import fingerprint
 from gated_pruning.config import check_config
 from gated_pruning.data import build_data
@@ -29,15 +27,7 @@ from gated_pruning.tracking import NullTracker, build_tracker, tracker_config
 from gated_pruning.train import Trainer
 
 
-def build(node, **kwargs):
-    """`hydra.utils.instantiate`, with a constructor's ValueError turned into a ConfigError."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ValueError):
-            raise ConfigError(str(cause)) from None
-        raise
+build = instantiated  # instantiate, with what a user can fix as one line (arch.instantiated)
 
 
 def bind(obj, *args):

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from gated_pruning.checks import subsets_problem
-from gated_pruning.config import RULES, flatten, launcher_problem, problems, resolved
+from gated_pruning.config import ARGUMENTS, RULES, flatten, launcher_problem, problems, resolved
 from gated_pruning.errors import UserError
 from gated_pruning import objective
 from gated_pruning.unread import ignored
@@ -169,6 +169,8 @@ def _check_keys(overrides: list[str], compose, prefix: str = "") -> tuple[object
     for ov in values:
         key, line = ov.key_or_group, ov.input_line
         exists = OmegaConf.select(base, key, default=missing) is not missing
+        if key.startswith(ARGUMENTS) and not ov.is_delete():
+            continue  # the arguments of a user's own class (model.net): its constructor checks them
         if ov.is_delete():
             fail(f"{prefix}{line}: removing a config key is not supported (the code reads every "
                  f"key); set {key}=VALUE instead")

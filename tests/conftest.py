@@ -112,11 +112,16 @@ def _no_claim_between_tests():
 def preset_needs(run_dir) -> dict:
     """{group=option: the overrides its user must add}: the run whose architecture a scratch
     preset retrains, the FLOPs that method=uniform scales to and the cut presets cut to, the
-    penalty that hard-concrete gates need (and the gates that the L0 penalty needs)."""
+    penalty that hard-concrete gates need (and the gates that the L0 penalty needs), the network
+    that model=custom gates."""
     return {"method=scratch_e": [f"arch.run={run_dir}"], "method=scratch_b": [f"arch.run={run_dir}"],
             "method=uniform": ["target_flops=0.5"], "method=l1norm": ["target_flops=0.5"],
             "method=slimming": ["target_flops=0.5"], "binarizer=hard_concrete": ["penalty=l0"],
-            "penalty=l0": ["binarizer=hard_concrete"]}
+            "penalty=l0": ["binarizer=hard_concrete"],
+            "model=custom": [f"model.net._target_={USER_NET}"]}
+
+
+USER_NET = "user_nets.SmallNet"  # a user's network for model=custom (tests/user_nets.py)
 
 
 def snapshot(d):

@@ -13,10 +13,11 @@ from hydra.utils import instantiate
 from gated_pruning import experiment
 from gated_pruning.train import Preempted, Trainer
 
-from conftest import make_cfg
+from conftest import make_cfg, preset_needs
 from test_models import MODELS, TORCHVISION
 
-RUNS = [(m, []) for m in MODELS if m != "torchvision"] + [("torchvision", [f"model.name={n}"]) for n in TORCHVISION[:2]]
+RUNS = [(m, preset_needs(None).get(f"model={m}", [])) for m in MODELS if m != "torchvision"] + \
+    [("torchvision", [f"model.name={n}"]) for n in TORCHVISION[:2]]
 RUN_ARGS = ["experiment=smoke", "dataset.train_size=256", "trainer.log_every=2", "gamma=0.05",
             "prune.latency_reps=1", "prune.latency_warmup=0"]
 

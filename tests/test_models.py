@@ -9,15 +9,16 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from gated_pruning.arch import model_node
 from gated_pruning.gates import NoBinarizer, ThresholdBinarizer
 from gated_pruning.models.protocol import rebuilt
 
-from conftest import CONF, make_cfg
+from conftest import CONF, make_cfg, preset_needs
 
 MODELS = sorted(f[:-5] for f in os.listdir(os.path.join(CONF, "model")) if f.endswith(".yaml"))
 TORCHVISION = ["resnet18", "mobilenet_v2", "mobilenet_v3_small"]
 # every option at a small width (a ResNet-110 at width 1 is slow to trace for nothing)
-VARIANTS = [(m, []) for m in MODELS if m != "torchvision"] + \
+VARIANTS = [(m, preset_needs(None).get(f"model={m}", [])) for m in MODELS if m != "torchvision"] + \
     [("resnet20", ["model.gate_stream=true", "model.block_gates=true"]),
      ("resnet20", ["model.block_gates=true", "model.inner_gates=false", "model.gate_position=relu"])] + \
     [("torchvision", [f"model.name={n}"]) for n in TORCHVISION]
@@ -25,7 +26,7 @@ VARIANTS = [(m, []) for m in MODELS if m != "torchvision"] + \
 
 def build(model, extra, binarizer=None):
     cfg = make_cfg(f"model={model}", *extra)
-    m = cfg.model
+    m = model_node(cfg)
     if "width" in m and model != "torchvision":
         m.width = 0.25 if model.startswith("vgg") else 0.5
     return instantiate(m, num_classes=10, binarizer=binarizer or NoBinarizer())

@@ -1,222 +1,26 @@
-"""Any torchvision classification CNN by name, randomly initialized (weights are never downloaded),
-with a gate on every coupled channel group that Torch-Pruning's dependency graph finds (Fang et
-al., "DepGraph: Towards Any Structural Pruning", CVPR 2023).
-
-A group is a set of channels that must be removed together: a conv's outputs and the inputs of
-every layer that reads them; in a residual network, every layer that writes into or reads from
-one residual stream. Its gate (one value per channel) multiplies the output of every batch norm
-in the group that produces those channels (`layers.GatedBatchNorm2d`, gates folded into the
-affine parameters), so a residual-stream channel is gated once wherever it is written, and a
-channel whose gate is zero is zero everywhere it flows. Groups that no batch norm produces (a
-squeeze-excitation bottleneck) keep their width. An architecture the graph cannot express as such
-groups (channel concatenation, grouped convolutions that are not depthwise, no batch norm at all)
-is refused with one line.
-"""
+"""Any torchvision classification CNN by name (`model=torchvision model.name=NAME`), randomly
+initialized (weights are never downloaded; `model.weights` loads a file), gated through the
+dependency graph (`graph.py`)."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from gated_pruning.gates import Gate
-from gated_pruning.models.layers import GatedBatchNorm2d
-from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
-
-
-def _is_depthwise(conv: nn.Conv2d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-
-
-class TorchvisionNet(GatedNetwork):
-    def __init__(self, name: str, num_classes: int = 100, gated: bool = True, gate_init: float = 1.0,
-                 binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-                 input_size: int = 32, in_channels: int = 3, width: float = 1.0):
-        super().__init__()
-        import torchvision
-
-        try:
-            net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        except (ValueError, KeyError) as e:
-            known = ", ".join(torchvision.models.list_models(module=torchvision.models)[:12])
-            raise ValueError(f"model.name={name} is not a torchvision classification model ({known}, ...)") from e
-        self.name, self.input_size, self.in_channels = name, int(input_size), in_channels
-        self.net = net
-        groups = self._groups()
-        if width != 1.0:  # every group at `width` of its channels, then fresh weights
-            self._scale(groups, width)
-            groups = self._groups()
-        self.unit_names, self.bn_paths = [], []
-        self.unit_gates = nn.ModuleList()
-        for root, bns in groups:
-            self.unit_names.append(root)
-            self.bn_paths.append(bns)
-            gate = Gate(self._module(bns[0]).num_features, gate_init, binarizer, gate_jitter, min_keep) if gated else None
-            if gate is not None:
-                self.unit_gates.append(gate)
-            for path in bns:  # every batch norm that writes the group's channels: gated by one gate
-                old = self._module(path)
-                new = GatedBatchNorm2d(old.num_features, [gate] if gate is not None else [],
-                                       affine_weight=bn_weight or gate is None)
-                new.load_state_dict(old.state_dict())
-                new.eps, new.momentum = old.eps, old.momentum
-                self._set(path, new)
-        self._table = None
-
-    # -- the graph ----------------------------------------------------------------------------
-    def _module(self, path: str) -> nn.Module:
-        return self.net.get_submodule(path)
-
-    def _set(self, path: str, module: nn.Module) -> None:
-        parent, _, leaf = path.rpartition(".")
-        setattr(self.net.get_submodule(parent) if parent else self.net, leaf, module)
-
-    def _graph(self):
-        import torch_pruning as tp
-
-        example = torch.zeros(1, self.in_channels, self.input_size, self.input_size,
-                              device=next(self.net.parameters()).device)
-        was = self.net.training
-        self.net.eval()
-        try:
-            with torch.enable_grad():
-                return tp.DependencyGraph().build_dependency(self.net, example_inputs=example, verbose=False)
-        except Exception as e:  # noqa: BLE001 - the tracer's own failure, on one line
-            raise ValueError(f"model.name={self.name}: Torch-Pruning's dependency graph cannot trace it "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
-        finally:
-            self.net.train(was)
-
-    def _groups(self) -> list[tuple[str, list[str]]]:
-        """(root conv name, names of the batch norms that produce the group) per prunable group."""
-        for n, m in self.net.named_modules():
-            if isinstance(m, nn.Conv2d) and m.groups > 1 and not _is_depthwise(m):
-                raise ValueError(f"model.name={self.name}: {n} is a grouped convolution ({m.groups} groups) "
-                                 "that is not depthwise; its channels cannot be pruned one by one")
-        classifier = [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1:]
-        graph = self._graph()
-        names = {m: n for n, m in self.net.named_modules()}
-        out = []
-        for group in graph.get_all_groups(ignored_layers=classifier, root_module_types=[nn.Conv2d]):
-            root = group[0].dep.target.module
-            bns = [names[d.dep.target.module] for d in group
-                   if isinstance(d.dep.target.module, nn.BatchNorm2d) and graph.is_out_channel_pruning_fn(d.dep.handler)]
-            if not bns or root not in names:
-                continue  # no batch norm writes these channels: they keep their width
-            size = self._module(bns[0]).num_features
-            if any(isinstance(d.dep.target.module, nn.Conv2d) and d.dep.target.module.in_channels != size
-                   and not graph.is_out_channel_pruning_fn(d.dep.handler) for d in group):
-                raise ValueError(f"model.name={self.name}: the channels of {names[root]} are concatenated with "
-                                 "others; gates on concatenated groups are not supported")
-            out.append((names[root], sorted(set(bns))))
-        if not out:
-            raise ValueError(f"model.name={self.name}: no channel group is written by a batch norm: nothing to gate")
-        order = {n: i for i, (n, _) in enumerate(self.net.named_modules())}
-        return sorted(out, key=lambda g: order[g[0]])  # in the order the network is written
-
-    def _scale(self, groups, width: float) -> None:
-        import torch_pruning as tp
-
-        from gated_pruning.models.protocol import reinitialize
-
-        if not width > 0:
-            raise ValueError(f"model.width={width} must be > 0")
-        graph = self._graph()
-        with torch.no_grad():
-            for _, bns in groups:
-                bn = self._module(bns[0])
-                keep = max(1, int(round(width * bn.num_features)))
-                if keep < bn.num_features:
-                    graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels,
-                                            idxs=list(range(keep, bn.num_features))).prune()
-        reinitialize(self.net)
-
-    # -- the protocol -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def units(self) -> list[Unit]:
-        return [Unit(name, "channels", self._module(bns[0]).num_features, 1)
-                for name, bns in zip(self.unit_names, self.bn_paths)]
-
-    def gates(self) -> list[Gate]:
-        return list(self.unit_gates)
-
-    def cost_table(self) -> list[LayerCost]:
-        """Per conv and linear layer: kernel area x output pixels x (input channels / groups) x
-        output channels, each channel count a unit's where a gated group holds it. Output sizes
-        come from one traced forward pass (cached)."""
-        if self._table is None:
-            self._table = self._trace_costs()
-        return self._table
-
-    def _trace_costs(self) -> list[LayerCost]:
-        pixels = {}
-        hooks = [m.register_forward_hook(lambda m, i, o: pixels.__setitem__(m, o.shape[-2] * o.shape[-1] if o.dim() == 4 else 1))
-                 for m in self.net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        try:
-            was = self.net.training
-            self.net.eval()
-            with torch.no_grad():
-                self.net(torch.zeros(1, self.in_channels, self.input_size, self.input_size,
-                                     device=next(self.net.parameters()).device))
-            self.net.train(was)
-        finally:
-            for h in hooks:
-                h.remove()
-        where_in, where_out = {}, {}
-        graph = self._graph()
-        by_bn = {bn: u for u, bns in enumerate(self.bn_paths) for bn in bns}
-        for group in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
-            names = {n for n, m in self.net.named_modules() for d in group if m is d.dep.target.module}
-            unit = next((by_bn[n] for n in names if n in by_bn), None)
-            if unit is None:
-                continue
-            for d in group:
-                m = d.dep.target.module
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    (where_out if graph.is_out_channel_pruning_fn(d.dep.handler) else where_in)[m] = unit
-        table = []
-        for m, hw in pixels.items():
-            if isinstance(m, nn.Conv2d):
-                coef = 2 * m.kernel_size[0] * m.kernel_size[1] * hw
-                if _is_depthwise(m):
-                    u = where_out.get(m, where_in.get(m))
-                    table.append(LayerCost(coef, (u,)) if u is not None else LayerCost(coef * m.out_channels, ()))
-                    continue
-                c_in, c_out = m.in_channels // m.groups, m.out_channels
-            else:
-                coef, c_in, c_out = 2, m.in_features, m.out_features
-            factors, sizes = (), self.sizes()
-            for size, u in ((c_in, where_in.get(m)), (c_out, where_out.get(m))):
-                if u is None:
-                    coef *= size
-                else:  # a linear layer after a flatten reads each channel at several positions
-                    factors, coef = factors + (u,), coef * size // sizes[u]
-            table.append(LayerCost(coef, factors))
-        return table
-
-    def _fold_gates(self) -> None:
-        for bns in self.bn_paths:
-            for path in bns:
-                self._module(path).fold()
-        self.unit_gates = nn.ModuleList()
-
-    def _channel_root(self, unit: int):
-        import torch_pruning as tp
-
-        return self._module(self.bn_paths[unit][0]), tp.prune_batchnorm_out_channels
-
-    def _after_compact(self, masks) -> None:
-        self._table = None
+from gated_pruning.models.graph import GraphNet
 
 
 def build(name: str = "resnet18", num_classes: int = 100, gated: bool = True, gate_init: float = 1.0,
           binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-          width: float = 1.0, gate_position: str = "bn", input_size: int = 32) -> TorchvisionNet:
+          width: float = 1.0, gate_position: str = "bn", input_size: int = 32) -> GraphNet:
     """torchvision's `name` with gates on its channel groups (each at `width` of its channels):
     the `model=torchvision` target."""
+    import torchvision
+
     if gate_position != "bn":
         raise ValueError(f"model.gate_position={gate_position}: model=torchvision folds each gate into every batch "
                          "norm of its channel group (a residual stream has no single activation to gate after); "
                          "set model.gate_position=bn (method=sss and method=binary set relu)")
-    return TorchvisionNet(name, num_classes, gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight,
-                          input_size, width=width)
+    classification = torchvision.models.list_models(module=torchvision.models)  # not detection, video, ...
+    if name not in classification:
+        raise ValueError(f"model.name={name} is not a torchvision classification model "
+                         f"({', '.join(classification[:12])}, ...)")
+    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    return GraphNet(net, f"model.name={name}", gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight,
+                    input_size, width=width)
