@@ -1,6 +1,6 @@
 """Which network a run trains (the `arch` config node), and the one FLOPs target it is made for.
 
-`architecture(cfg, num_classes)`: the network (`arch.source`), the epochs it trains for and the
+`architecture(cfg, dims)`: the network (`arch.source`), the epochs it trains for and the
 dense reference its FLOPs are counted against, for any model of `models/` (through its units):
 - config: the model group's network (reference: the same network, every channel kept);
 - uniform: uniform channel scaling, every channel group kept at one fraction of its width, the
@@ -61,15 +61,16 @@ def model_node(cfg):
     return OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k not in LOAD_KEYS])
 
 
-def plain_network(cfg, num_classes: int):
-    """The configured network without gates (the dense reference)."""
-    return instantiated(model_node(cfg), num_classes=num_classes, gated=False)
+def plain_network(cfg, dims: dict):
+    """The configured network without gates (the dense reference); `dims`: what the data set
+    gives its constructor (`datasets.Described.model_args`: outputs, input size)."""
+    return instantiated(model_node(cfg), gated=False, **dims)
 
 
-def architecture(cfg, num_classes: int) -> dict:
+def architecture(cfg, dims: dict) -> dict:
     """{"source", "counts" (None: the model as configured), "epochs", "reference", "target", ["run"]}."""
     a = cfg.arch
-    dense = plain_network(cfg, num_classes)
+    dense = plain_network(cfg, dims)
     units = dense.units()
     out = {"source": a.source, "counts": None, "epochs": cfg.trainer.epochs,
            "reference": {"widths": dense.sizes(), "units": [u.name for u in units],

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 
+from gated_pruning.datasets import DECLARED
 from gated_pruning.rules import show
 
-# images per split of the real data sets (a subset larger than these cannot be drawn)
-SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+# images per split of the data sets held in memory (a subset larger than these cannot be drawn;
+# an image folder's are counted in preflight)
+SPLIT_SIZES = {n: d.splits for n, d in DECLARED.items() if d.kind == "memory"}
 
 # the depths each model family builds (models/vgg.py CONFIGS, models/resnet.py DEPTHS)
 MODEL_DEPTHS = {"gated_pruning.models.vgg.build": (11, 13, 16, 19),
@@ -25,17 +27,28 @@ def _warmup_within_run(c: dict) -> str | None:
 
 def _dataset_keys_match_name(c: dict) -> str | None:
     d = c.get("dataset", {})
-    if "name" not in d:
+    if d.get("name") not in DECLARED:
         return None
-    need = ("num_classes", "seed", "train_size", "test_size") if d["name"] == "synthetic" else ("root", "download")
+    kind = DECLARED[d["name"]].kind
+    need = {"synthetic": ("num_classes", "seed", "train_size", "test_size"), "memory": ("root", "download"),
+            "folder": ("root", "image_size", "resize", "train_crop", "crop_scale", "mean", "std")}[kind]
     missing = [k for k in need if k not in d]
     if missing:
         return (f"dataset.name={show(d['name'])} needs dataset.{missing[0]}: pick the data set with "
                 f"dataset={d['name']} instead of setting dataset.name")
-    if d["name"] == "synthetic":
+    if kind == "synthetic":
         for k in ("train_size", "test_size"):
             if d[k] is None:
                 return f"dataset.{k}=null: a synthetic data set needs a size (an integer >= 1)"
+    if kind != "synthetic" and not d.get("root"):
+        return f"dataset={d['name']} needs dataset.root=DIR (the folder that holds it)"
+    if kind == "folder":
+        for k in ("mean", "std"):
+            if len(d[k]) != 3:
+                return f"dataset.{k}={show(d[k])} must have 3 values, one per RGB channel"
+        lo_hi = d["crop_scale"]
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+            return f"dataset.crop_scale={show(lo_hi)} must be [smallest, largest] fractions of the image area"
     return None
 
 
@@ -145,6 +158,9 @@ def _depth_fits_model(c: dict) -> str | None:
     if m.get("gated") and "inner_gates" in m and not (m["inner_gates"] or m.get("gate_stream") or m.get("block_gates")):
         return ("model.inner_gates, model.gate_stream and model.block_gates are all false: a gated ResNet needs "
                 "at least one kind of gate (or model.gated=false)")
+    if m.get("gated") and "channel_gates" in m and not (m["channel_gates"] or m.get("block_gates")):
+        return ("model.channel_gates and model.block_gates are both false: a gated network needs at least one kind "
+                "of gate (or model.gated=false)")
     return None
 
 

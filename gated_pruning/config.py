@@ -13,6 +13,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning.checks import CROSS_CHECKS, MODEL_DEPTHS
+from gated_pruning.datasets import DECLARED
 from gated_pruning.errors import ConfigError
 from gated_pruning.objective import METRICS
 from gated_pruning.rules import Rule, choice, either, flag, integer, list_of, number, show, text
@@ -40,6 +41,7 @@ RULES: dict[str, Rule] = {
     "model.inner_gates": flag(),
     "model.gate_stream": flag(),
     "model.block_gates": flag(),
+    "model.channel_gates": flag(),
     "model.width": number(0, lo_open=True),
     "model.gated": flag(),
     "model.gate_init": number(),
@@ -102,15 +104,22 @@ RULES: dict[str, Rule] = {
     "optimizer.gates.upper": number(0, lo_open=True, null=True),
     "optimizer.gates.forward": choice("lookahead", "prox"),
 
-    "dataset.name": choice("cifar10", "cifar100", "synthetic"),
-    "dataset.root": text(),
+    "dataset.name": choice(*DECLARED),
+    "dataset.root": text(null=True),       # null: dataset=imagefolder's, which needs one (_dataset_keys_match_name)
     "dataset.download": flag(),
     "dataset.batch_size": integer(1),
     "dataset.eval_batch_size": integer(1),
     "dataset.train_size": integer(1, null=True),
     "dataset.test_size": integer(1, null=True),
     "dataset.val_size": integer(0),
-    "dataset.pad": integer(0, 32),
+    "dataset.pad": integer(0, 64),
+    "dataset.image_size": integer(8, 4096),
+    "dataset.resize": number(1, 4),
+    "dataset.train_crop": choice("resized", "padded"),
+    "dataset.crop_scale": list_of(number(0, 1, lo_open=True)),  # _dataset_keys_match_name: two, ordered
+    "dataset.mean": list_of(number(0, 1)),
+    "dataset.std": list_of(number(0, lo_open=True)),
+    "dataset.workers": integer(0, 256, null=True),
     "dataset.flip": flag(),
     "dataset.num_classes": integer(2, 100_000),
     "dataset.seed": SEED,

@@ -1,6 +1,8 @@
-"""CIFAR-10/100 and a synthetic set, held as uint8 tensors on the training device.
+"""The loaders of a run (`build_data`), for every kind of data set that `datasets.py` declares:
+CIFAR-10/100 and a synthetic set held as uint8 tensors on the training device (here), image
+folders streamed by workers (`imagefolder.py`).
 
-Sources, in order: `<root>/<name>.npz` (keys x_train y_train x_test y_test, HWC uint8, as in
+CIFAR sources, in order: `<root>/<name>.npz` (keys x_train y_train x_test y_test, HWC uint8, as in
 shared/data/cifar100.npz), then torchvision's CIFAR10/CIFAR100 classes (which download when
 `download=True` and the internet is reachable). Augmentation (pad-4 random crop, horizontal flip)
 and per-channel normalization run on whole batches on the device. The order and augmentation of
@@ -18,14 +20,12 @@ import numpy as np
 import torch
 
 from gated_pruning import distributed
+from gated_pruning.datasets import DECLARED, Described, describe
 from gated_pruning.errors import ConfigError, DataError
 
-STATS = {  # per-channel mean and std of the training images
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-}
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# of the data sets held in memory, as declared (datasets.py)
+STATS = {n: (d.mean, d.std) for n, d in DECLARED.items() if d.mean is not None and d.kind != "folder"}
+NUM_CLASSES = {n: d.num_classes for n, d in DECLARED.items() if d.kind == "memory"}
 
 
 @dataclass
@@ -93,10 +93,10 @@ def locate_cifar(name: str, root: str, download: bool = False, key: str = "datas
         raise DataError(f"{key}={root!r} is a file, not a folder: give the folder that holds {name}.npz")
     folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
     if not download and not os.path.isdir(os.path.join(root, folder)):
-        raise DataError(
-            f"{name} not found under {root!r} and download is off (dataset.download=false): put the "
-            f"official python archive (extracted: {folder}/) or a {name}.npz there, set {key}=DIR, or "
-            "run with internet and dataset.download=true")
+        off = " and download is off (dataset.download=false)" if key == "dataset.root" else ""
+        online = ", or run with internet and dataset.download=true" if key == "dataset.root" else ""
+        raise DataError(f"{name} not found under {root!r}{off}: put the official python archive (extracted: "
+                        f"{folder}/) or a {name}.npz there, set {key}=DIR{online}")
     return None
 
 
@@ -192,13 +192,8 @@ def synthetic(num_classes: int, train_size: int, test_size: int, seed: int,
 def subset(split: Split, n: int | None, seed: int, what: str = "") -> Split:
     """A seeded random subset of n examples (random, since a test set may be sorted by class);
     `what` names the setting in the error for an n larger than the split."""
-    if n is not None and n > len(split.y) and what:
-        raise DataError(f"{what}={n} is larger than the data set ({len(split.y)} images)")
-    if n is None or n >= len(split.y):
-        return split
-    idx = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(seed))[:n]
-    idx = idx.sort().values
-    return Split(split.x[idx], split.y[idx])
+    idx = subset_indices(len(split.y), n, seed, what)
+    return split if idx is None else Split(split.x[idx], split.y[idx])
 
 
 class Loader:
@@ -274,57 +269,114 @@ VAL_SEED = 20181008  # the held-out split is one fixed draw, the same for every 
 
 
 def hold_out(split: Split, n: int) -> tuple[Split, Split]:
-    """(the rest, `n` held-out examples) of `split`: a fixed, class-balanced draw that does not
-    depend on the run's seed (each class gives n/classes examples, give or take one), so every
-    run of every seed selects on the same images."""
+    """(the rest, `n` held-out examples) of `split` (`hold_out_indices`)."""
+    rest_idx, val_idx = hold_out_indices(split.y, n)
+    return Split(split.x[rest_idx], split.y[rest_idx]), Split(split.x[val_idx], split.y[val_idx])
+
+
+def hold_out_indices(labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices of the rest, indices of `n` held-out examples) of a split with these labels: a
+    fixed, class-balanced draw that does not depend on the run's seed (each class gives
+    n/classes examples, give or take one), so every run of every seed selects on the same images."""
     if not n:
-        return split, Split(split.x[:0], split.y[:0])
-    if n >= len(split.y):
-        raise DataError(f"dataset.val_size={n} leaves no training images (the training set has {len(split.y)})")
-    perm = torch.randperm(len(split.y), generator=torch.Generator().manual_seed(VAL_SEED))
-    labels = split.y[perm]
-    rank = torch.zeros_like(labels)  # position of each example among the examples of its class
-    for c in labels.unique():
-        where = labels == c
+        return torch.arange(len(labels)), torch.arange(0)
+    if n >= len(labels):
+        raise DataError(f"dataset.val_size={n} leaves no training images (the training set has {len(labels)})")
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SEED))
+    shuffled = labels[perm]
+    rank = torch.zeros_like(shuffled)  # position of each example among the examples of its class
+    for c in shuffled.unique():
+        where = shuffled == c
         rank[where] = torch.arange(int(where.sum()))
     chosen = perm[torch.sort(rank, stable=True).indices[:n]]
-    held = torch.zeros(len(split.y), dtype=torch.bool)
+    held = torch.zeros(len(labels), dtype=torch.bool)
     held[chosen] = True
-    val_idx = held.nonzero().flatten()
-    rest_idx = (~held).nonzero().flatten()
-    return Split(split.x[rest_idx], split.y[rest_idx]), Split(split.x[val_idx], split.y[val_idx])
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
+
+
+def subset_indices(total: int, n: int | None, seed: int, what: str = "") -> torch.Tensor | None:
+    """Sorted indices of a seeded random subset of n of `total` examples (None: all of them)."""
+    if n is not None and n > total and what:
+        raise DataError(f"{what}={n} is larger than the data set ({total} images)")
+    if n is None or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 @dataclass
 class Data:
-    """The loaders of one run: `val` is None without a held-out split (dataset.val_size=0)."""
+    """The loaders of one run: `val` is None without a held-out split (dataset.val_size=0);
+    `described` the data set as the network and its measures need it (classes, image size)."""
     train: "Loader"
     val: "Loader | None"
     test: "Loader"
-    num_classes: int
+    described: Described
+
+    @property
+    def num_classes(self) -> int:
+        return self.described.num_classes
 
 
-def build_data(cfg, device, seed: int) -> Data:
-    """Train, validation and test loaders from the `dataset` config group. The validation set is
-    held out of the training set (`hold_out`) before any `train_size` subset is drawn."""
-    name = cfg.name
+def build_data(cfg, device, seed: int, splits: tuple[str, ...] = ("train", "val", "test"),
+               root_key: str = "dataset.root") -> Data:
+    """Train, validation and test loaders from the `dataset` config group (of `splits` only: a
+    tool that evaluates needs no training set). The validation set is held out of the training
+    set (`hold_out_indices`) before any `train_size` subset is drawn. `root_key`: the setting that
+    gave the data's folder, as messages name it (a tool's `--data-root`)."""
+    kind = DECLARED[cfg.name].kind if cfg.name in DECLARED else None
+    if kind == "folder":
+        return _folder_data(cfg, device, seed, splits, root_key)
     val_size = int(cfg.get("val_size") or 0)
-    if name == "synthetic":
-        num_classes = int(cfg.num_classes)
-        train, test = synthetic(num_classes, int(cfg.train_size) + val_size, int(cfg.test_size), seed=cfg.seed)
+    if kind == "synthetic":
+        size = int(cfg.get("image_size") or 32)
+        train, test = synthetic(int(cfg.num_classes), int(cfg.train_size) + val_size, int(cfg.test_size),
+                                seed=cfg.seed, image_size=size)
         train, val = hold_out(train, val_size)
-    elif name in NUM_CLASSES:
-        num_classes = NUM_CLASSES[name]
-        train, test = load_cifar(name, cfg.root, cfg.download)
+    elif kind == "memory":
+        train, test = load_cifar(cfg.name, cfg.root, cfg.download, key=root_key)
         train, val = hold_out(train, val_size)
         train = subset(train, cfg.train_size, seed, "dataset.train_size")
         test = subset(test, cfg.test_size, seed + 1, "dataset.test_size")
     else:
-        raise ValueError(f"dataset.name={name!r} is not one of cifar10, cifar100, synthetic")
-    mean, std = STATS[name]
+        raise ValueError(f"dataset.name={cfg.name!r} is not one of {', '.join(DECLARED)}")
+    described = describe(cfg)
+    mean, std = described.mean, described.std
     train_loader = Loader(train, cfg.batch_size, device, mean, std, train=True, seed=seed,
                           pad=cfg.pad, flip=cfg.flip, rank=distributed.rank(),
-                          world=distributed.world_size())
-    val_loader = Loader(val, cfg.eval_batch_size, device, mean, std, train=False) if val_size else None
+                          world=distributed.world_size()) if "train" in splits else None
+    val_loader = Loader(val, cfg.eval_batch_size, device, mean, std, train=False) if val_size and "val" in splits else None
     test_loader = Loader(test, cfg.eval_batch_size, device, mean, std, train=False)
-    return Data(train_loader, val_loader, test_loader, num_classes)
+    return Data(train_loader, val_loader, test_loader, described)
+
+
+def folder_samples(cfg, seed: int, root_key: str = "dataset.root") -> tuple[list, list, list, int]:
+    """(train, val, test samples, number of classes) of an image folder, as a run of `seed`
+    splits it: val held out of train/, then the train and test subsets drawn."""
+    from gated_pruning import imagefolder
+
+    train, test, classes = imagefolder.scan(cfg.root, root_key)
+    declared = DECLARED[cfg.name].num_classes
+    if declared is not None and len(classes) != declared:
+        raise DataError(f"dataset={cfg.name}: {cfg.root} has {len(classes)} class folders, {cfg.name} has {declared} "
+                        "(dataset=imagefolder takes any number)")
+    rest, held = hold_out_indices(torch.tensor([label for _, label in train]), int(cfg.get("val_size") or 0))
+    val = [train[i] for i in held.tolist()]
+    train = [train[i] for i in rest.tolist()]
+    idx = subset_indices(len(train), cfg.get("train_size"), seed, "dataset.train_size")
+    train = train if idx is None else [train[i] for i in idx.tolist()]
+    idx = subset_indices(len(test), cfg.get("test_size"), seed + 1, "dataset.test_size")
+    test = test if idx is None else [test[i] for i in idx.tolist()]
+    return train, val, test, len(classes)
+
+
+def _folder_data(cfg, device, seed: int, splits, root_key: str) -> Data:
+    from gated_pruning.imagefolder import FolderLoader
+
+    train, val, test, classes = folder_samples(cfg, seed, root_key)
+    described = describe(cfg, classes)
+    workers = cfg.get("workers")
+    workers = torch.get_num_threads() if workers is None else int(workers)
+    make = lambda samples, is_train: FolderLoader(samples, cfg, device, described.mean, described.std,  # noqa: E731
+                                                  is_train, seed, workers=workers)
+    return Data(make(train, True) if "train" in splits else None,
+                make(val, False) if val and "val" in splits else None, make(test, False), described)

@@ -76,11 +76,12 @@ def _budget(cfg):
     return build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
 
 
-def network(cfg, num_classes: int, binarizer, arch: dict, load: bool = True):
-    """The network a run trains: the model group's, rebuilt with the architecture's kept counts
-    when it has them (uniform scaling, a pruned architecture from scratch), or holding the trained
-    weights of `model.weights` (`load`; weights.py; recorded in `arch["weights"]`)."""
-    model = build(model_node(cfg), num_classes=num_classes, binarizer=binarizer, **arch.get("overrides", {}))
+def network(cfg, dims: dict, binarizer, arch: dict, load: bool = True):
+    """The network a run trains: the model group's (`dims`: the data set's outputs and input
+    size, `datasets.Described.model_args`), rebuilt with the architecture's kept counts when it has
+    them (uniform scaling, a pruned architecture from scratch), or holding the trained weights of
+    `model.weights` (`load`; weights.py; recorded in `arch["weights"]`)."""
+    model = build(model_node(cfg), binarizer=binarizer, **dims, **arch.get("overrides", {}))
     if arch.get("counts") is not None:
         model = rebuilt(model, arch["counts"])
     elif load and cfg.model.get("weights"):
@@ -88,14 +89,14 @@ def network(cfg, num_classes: int, binarizer, arch: dict, load: bool = True):
     return model
 
 
-def check_buildable(cfg, num_classes: int) -> None:
+def check_buildable(cfg, dims: dict) -> None:
     """Build what `build_trainer` builds from the config alone (the architecture, the network, its
     gates' penalty, the budget, the lr schedule) on the meta device: no memory, no data, but every
     constructor's check, so that `run.py` refuses a run before its directory exists."""
     with torch.device("meta"):
         _schedule(cfg.optimizer)
-        arch = architecture(cfg, num_classes)
-        model = build(model_node(cfg), num_classes=num_classes, binarizer=build(cfg.binarizer))  # counts: arch checked them
+        arch = architecture(cfg, dims)
+        model = build(model_node(cfg), binarizer=build(cfg.binarizer), **dims)  # counts: arch checked them
         if cfg.model.get("weights") and arch.get("counts") is None:  # the file's names and shapes
             trained_weights.load_into(model, cfg.model.weights, cfg.model.get("weights_key"))
         if model.gates():
@@ -111,10 +112,10 @@ def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]
     binarizer = build(cfg.binarizer)
     o = cfg.optimizer
     schedule_args = _schedule(o)
-    arch = architecture(cfg, data.num_classes)
+    arch = architecture(cfg, data.described.model_args)
     if arch["epochs"] != cfg.trainer.epochs:
         cfg.trainer.epochs = arch["epochs"]
-    model = network(cfg, data.num_classes, binarizer, arch).to(device)
+    model = network(cfg, data.described.model_args, binarizer, arch).to(device)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights, gates = split_parameters(model)

@@ -11,11 +11,12 @@ import copy
 import importlib.util
 import io
 import json
+import os
 import zipfile
 
 import torch
+from omegaconf import OmegaConf
 
-from gated_pruning.data import STATS
 from gated_pruning.errors import UserError
 from gated_pruning.runtime import write_bytes
 from gated_pruning.toolkit import one_line
@@ -25,18 +26,19 @@ ONNX_FILE = "compact.onnx"
 ONNX_PACKAGES = ("onnx", "onnxscript")  # torch's exporter needs both (pip install -e '.[deploy]')
 
 
-def compact_meta(cfg, result: dict, test_top1: float) -> dict:
+def compact_meta(cfg, result: dict, test_top1: float, described) -> dict:
     """The metadata of the compact network pruned by `result` (see `pruning.prune_and_measure`)
-    from a run of config `cfg`; `test_top1`: its test accuracy (fine-tuned, if it was)."""
-    mean, std = STATS[cfg.dataset.name]
-    meta = {"dataset": cfg.dataset.name, "mean": mean, "std": std,
-            "test_size": cfg.dataset.get("test_size"), "subset_seed": cfg.seed + 1,
-            "widths": result["compact"]["widths"], "threshold": result["threshold"],
-            "test_top1": test_top1}
-    if cfg.dataset.name == "synthetic":  # what re-creates its test set (no subset is drawn)
-        meta["synthetic"] = {k: cfg.dataset[k] for k in ("num_classes", "train_size", "test_size", "seed")}
-        meta["test_size"] = None
-    return meta
+    from a run of config `cfg` on the data set `described` (`datasets.Described`); `test_top1`:
+    its test accuracy (fine-tuned, if it was). `data` and `seed` are everything `evaluate` needs to
+    make the run's test set again (its subset, the images held out, a synthetic set's draw, a
+    folder's transforms)."""
+    data = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if data.get("root"):
+        data["root"] = os.path.abspath(os.path.expanduser(str(data["root"])))
+    return {"dataset": described.name, "mean": list(described.mean), "std": list(described.std),
+            "image_size": described.image_size, "num_classes": described.num_classes,
+            "data": data, "seed": cfg.seed,
+            "widths": result["compact"]["widths"], "threshold": result["threshold"], "test_top1": test_top1}
 
 
 def exported(model):

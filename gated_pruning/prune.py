@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 from gated_pruning.arch import outcome
 from gated_pruning.config import RULES
 from gated_pruning.data import build_data, locate_cifar
+from gated_pruning.datasets import DECLARED
+from gated_pruning.imagefolder import scan
 from gated_pruning.errors import UserError
 from gated_pruning.experiment import network
 from gated_pruning.pruning import prune
@@ -88,11 +90,15 @@ def _prune_again(a) -> int:
     cfg = OmegaConf.create(saved["config"])
     if a.data_root:
         readable_dir(a.data_root, "--data-root")
-        if cfg.dataset.name == "synthetic":
+        kind = DECLARED[cfg.dataset.name].kind
+        if kind == "synthetic":
             warn(f"--data-root {a.data_root} does nothing here: the run trained on synthetic data, made from its "
                  "seed, not read from files")
         else:
-            locate_cifar(cfg.dataset.name, a.data_root, False, key="--data-root")
+            if kind == "memory":
+                locate_cifar(cfg.dataset.name, a.data_root, False, key="--data-root")
+            else:
+                scan(a.data_root, key="--data-root")
             cfg.dataset.root = a.data_root
     crit = a.criterion or ("gate" if cfg.model.get("gated", True) else "l1norm")
     what = (f"flops{a.target_flops:g}-{crit}" if a.target_flops is not None else f"{a.threshold or 0:g}") + \
@@ -132,7 +138,7 @@ def _rebuild(cfg, saved: dict, path: str, device):
     try:
         data = build_data(cfg.dataset, device, cfg.seed)
         arch = saved.get("arch") or {}
-        model = network(cfg, data.num_classes, instantiate(cfg.binarizer), arch, load=False)  # model.pt has them
+        model = network(cfg, data.described.model_args, instantiate(cfg.binarizer), arch, load=False)  # model.pt has them
         model.load_state_dict(saved["model"])
     except UserError:
         raise

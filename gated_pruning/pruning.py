@@ -97,7 +97,7 @@ def prune(model, cfg, evaluate, data, out_dir: str, tracker=None, run_dir: str =
                                       step_offset=step_offset, val_loader=data.val)
         top1 = result["finetune"]["test"]["top1"]
     onnx = os.path.join(out_dir, ONNX_FILE) if onnx_wanted(cfg.prune) else None
-    save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1), onnx)
+    save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1, data.described), onnx)
     result["onnx"] = ONNX_FILE if onnx else None
     return result, small
 

@@ -13,7 +13,7 @@ CONDITIONAL_KEYS = [
     *[(k, _gated, NOT_GATED) for k in ("gamma", "penalty", "binarizer", "optimizer.gates", "model.gate_init",
                                        "model.gate_jitter", "model.min_keep", "model.bn_weight",
                                        "model.gate_position", "model.inner_gates", "model.gate_stream",
-                                       "model.block_gates")],
+                                       "model.block_gates", "model.channel_gates")],
     ("budget", _budget_runs, "the budget trains only a gated network with target_flops set and "
                              "budget.enabled=true"),
     ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",

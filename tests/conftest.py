@@ -118,7 +118,8 @@ def preset_needs(run_dir) -> dict:
             "method=uniform": ["target_flops=0.5"], "method=l1norm": ["target_flops=0.5"],
             "method=slimming": ["target_flops=0.5"], "binarizer=hard_concrete": ["penalty=l0"],
             "penalty=l0": ["binarizer=hard_concrete"],
-            "model=custom": [f"model.net._target_={USER_NET}"]}
+            "model=custom": [f"model.net._target_={USER_NET}"],
+            "dataset=imagefolder": [f"dataset.root={run_dir}"]}
 
 
 USER_NET = "user_nets.SmallNet"  # a user's network for model=custom (tests/user_nets.py)

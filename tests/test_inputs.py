@@ -88,7 +88,7 @@ BAD_RUNS = [
     ("model.gated=maybe", "model.gated='maybe' must be true or false"),
     ("model.gate_init=abc", "model.gate_init='abc' is not a number"),
     ("model._target_=os.system", "model._target_='os.system' is not one of"),
-    ("model=vgg12", "model=vgg12 is not an option of config group 'model' (allowed: resnet110, resnet20, resnet56, torchvision, vgg11, vgg13, vgg16, vgg19)"),
+    ("model=vgg12", "model=vgg12 is not an option of config group 'model' (allowed: custom, resnet110, resnet20, resnet56, torchvision, vgg11, vgg13, vgg16, vgg19)"),
     # binarizer
     ("binarizer=threshold binarizer.threshold=1.5", "binarizer.threshold=1.5 is outside [0, 1)"),
     ("binarizer=threshold binarizer.threshold=-0.1", "binarizer.threshold=-0.1 is outside [0, 1)"),
@@ -146,7 +146,7 @@ BAD_RUNS = [
     ("dataset.train_size=-5", "dataset.train_size=-5 must be >= 1"),
     ("dataset.train_size=null", "dataset.train_size=null: a synthetic data set needs a size"),
     ("dataset.test_size=0", "dataset.test_size=0 must be >= 1"),
-    ("dataset.pad=-1", "dataset.pad=-1 is outside [0, 32]"),
+    ("dataset.pad=-1", "dataset.pad=-1 is outside [0, 64]"),
     ("dataset.flip=2", "dataset.flip=2 must be true or false"),
     ("dataset.num_classes=1", "dataset.num_classes=1 is outside [2, 100000]"),
     ("dataset.name=cifar100", "dataset.name='cifar100' needs dataset.root"),
@@ -158,7 +158,8 @@ BAD_RUNS = [
     ("dataset=cifar100 dataset.root=''", "dataset.root='' must not be empty"),
     ("dataset=cifar100 dataset.download=maybe", "dataset.download='maybe' must be true or false"),
     # trainer
-    ("trainer.epochs=0", "trainer.epochs=0 must be >= 1"),
+    ("trainer.epochs=0", "trainer.epochs=0 trains nothing: it needs model.weights=PATH"),
+    ("trainer.epochs=-1", "trainer.epochs=-1 must be >= 0"),
     ("trainer.epochs=2.5", "trainer.epochs=2.5 is not an integer"),
     ("trainer.log_every=-1", "trainer.log_every=-1 must be >= 0"),
     ("trainer.eps=-1", "trainer.eps=-1 must be >= 0"),
@@ -184,7 +185,7 @@ BAD_RUNS = [
     ("logger=wandb logger.init_timeout=0", "logger.init_timeout=0 must be > 0"),
     ("logger=wandb logger.tags=[1]", "logger.tags=[1] holds 1, which must be a string"),
     ("logger=wandb logger.tags=x", "logger.tags='x' must be a list"),
-    ("logger.name=x", "logger.name='x' is not one of wandb, none"),
+    ("logger.name=x", "logger.name='x' is not one of wandb, tensorboard, none"),
     # keys: misspelled, added, deleted, replaced
     ("gama=1", "gama=1: no such config key; did you mean gamma?"),
     ("optimizer.lrr=1", "optimizer.lrr=1: no such config key; did you mean optimizer.lr?"),
@@ -353,7 +354,7 @@ def with_meta(src, dst, **changes):
             if item.filename.endswith("/extra/meta.json"):
                 meta = json.loads(data)
                 for k, v in changes.items():
-                    meta.pop(k) if v is None else meta.__setitem__(k, v)
+                    meta.pop(k, None) if v is None else meta.__setitem__(k, v)
                 data = json.dumps(meta).encode()
             zout.writestr(item, data)
 
@@ -361,9 +362,13 @@ def with_meta(src, dst, **changes):
 @pytest.fixture(scope="module")
 def odd_files(tmp_path_factory, finished_run):
     d = tmp_path_factory.mktemp("odd")
-    with_meta(finished_run / "compact.pt2", d / "cifar.pt2", dataset="cifar100")  # 10 outputs
-    with_meta(finished_run / "compact.pt2", d / "old.pt2", synthetic=None)  # as written before
-    with_meta(finished_run / "compact.pt2", d / "imagenet.pt2", dataset="imagenet")
+    # files as written before the data set section was kept (data=None), then one as written now
+    with_meta(finished_run / "compact.pt2", d / "cifar.pt2", dataset="cifar100", data=None)  # 10 outputs
+    with_meta(finished_run / "compact.pt2", d / "old.pt2", synthetic=None, data=None)
+    with_meta(finished_run / "compact.pt2", d / "imagenet.pt2", dataset="imagenet", data=None)
+    cifar = {"name": "cifar100", "root": str(d / "nowhere"), "download": False, "batch_size": 128,
+             "eval_batch_size": 500, "train_size": None, "test_size": None, "val_size": 0, "pad": 4, "flip": True}
+    with_meta(finished_run / "compact.pt2", d / "cifar_now.pt2", dataset="cifar100", data=cifar)
     (d / "small").mkdir()
     x = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy()
     __import__("numpy").savez(d / "small" / "cifar100.npz", x_train=x, y_train=[0, 1, 2, 3], x_test=x, y_test=[0, 1, 2, 3])
@@ -448,6 +453,9 @@ def evaluate_cases(run, odd):
         ([odd / "cifar.pt2", "--data-root", odd / "small"], "outputs shape (4, 10) per batch, but cifar100 has 100 classes"),
         ([odd / "old.pt2"], "was trained on synthetic data by an older version"),
         ([odd / "imagenet.pt2"], "unknown data set 'imagenet'"),
+        ([odd / "cifar_now.pt2"], "cifar100 not found under"),  # where the run read it: gone
+        ([odd / "cifar_now.pt2", "--data-root", odd / "small"], "outputs shape (4, 10) per batch, but cifar100 has "
+                                                                "100 classes"),
         # the data root named by the tool's own flag, and what is wrong with the archive (issue 16)
         ([odd / "cifar.pt2", "--data-root", odd / "small" / "cifar100.npz"], "--data-root='"),
         ([odd / "cifar.pt2", "--data-root", odd / "npzdir"], "cifar100.npz is a folder, not a file"),

@@ -17,7 +17,8 @@ from conftest import make_cfg, preset_needs
 from test_models import MODELS, TORCHVISION
 
 RUNS = [(m, preset_needs(None).get(f"model={m}", [])) for m in MODELS if m != "torchvision"] + \
-    [("torchvision", [f"model.name={n}"]) for n in TORCHVISION[:2]]
+    [("torchvision", [f"model.name={n}"]) for n in TORCHVISION[:2]] + \
+    [("torchvision", ["model.name=resnet18", "model.block_gates=true"])]  # SSS's block gates on torchvision's blocks
 RUN_ARGS = ["experiment=smoke", "dataset.train_size=256", "trainer.log_every=2", "gamma=0.05",
             "prune.latency_reps=1", "prune.latency_warmup=0"]
 
@@ -27,7 +28,7 @@ def _widths(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,extra", RUNS, ids=[m + ("-" + e[0].split("=")[1] if e else "") for m, e in RUNS])
+@pytest.mark.parametrize("model,extra", RUNS, ids=[m + "".join("-" + x.split("=")[1] for x in e) for m, e in RUNS])
 def test_every_model_trains_resumes_prunes_and_exports(model, extra, tmp_path, monkeypatch):
     overrides = [*RUN_ARGS, f"model={model}", *_widths(model), *extra]
     if model.startswith("resnet"):
@@ -59,7 +60,7 @@ def test_every_model_trains_resumes_prunes_and_exports(model, extra, tmp_path, m
                         str(tmp_path / "y.pt")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = make_cfg(*overrides)
-    net = experiment.network(cfg, 10, instantiate(cfg.binarizer), {})
+    net = experiment.network(cfg, {"num_classes": 10, "input_size": 32}, instantiate(cfg.binarizer), {})
     net.load_state_dict(a)
     net.eval()
     with torch.no_grad():
@@ -105,7 +106,7 @@ def test_scratch_runs_retrain_a_residual_networks_kept_blocks(tmp_path):
     """A source run's kept counts (a stub record: half of every channel group, blocks 1 and 4 gone)
     become the retrained network, blocks removed included, at the FLOPs the protocol predicts."""
     cfg = make_cfg(*SHORT, *FAMILIES["resnet"])
-    dense = experiment.network(cfg, 10, instantiate(cfg.binarizer), {})
+    dense = experiment.network(cfg, {"num_classes": 10, "input_size": 32}, instantiate(cfg.binarizer), {})
     units = dense.units()
     kept = [0 if u.name in ("block1", "block4") else max(1, u.size // 2) if u.kind == "channels" else 1 for u in units]
     src = tmp_path / "src"

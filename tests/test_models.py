@@ -21,7 +21,9 @@ TORCHVISION = ["resnet18", "mobilenet_v2", "mobilenet_v3_small"]
 VARIANTS = [(m, preset_needs(None).get(f"model={m}", [])) for m in MODELS if m != "torchvision"] + \
     [("resnet20", ["model.gate_stream=true", "model.block_gates=true"]),
      ("resnet20", ["model.block_gates=true", "model.inner_gates=false", "model.gate_position=relu"])] + \
-    [("torchvision", [f"model.name={n}"]) for n in TORCHVISION]
+    [("torchvision", [f"model.name={n}"]) for n in TORCHVISION] + \
+    [("torchvision", ["model.name=resnet18", "model.block_gates=true"]),
+     ("torchvision", ["model.name=resnet50", "model.block_gates=true", "model.channel_gates=false", "model.width=0.25"])]
 
 
 def build(model, extra, binarizer=None):

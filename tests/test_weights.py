@@ -31,7 +31,7 @@ def gated_from(path, *overrides, num_classes=10):
     cfg = make_cfg("experiment=smoke", f"model.weights={path}", *overrides)
     binarizer = experiment.build(cfg.binarizer)
     arch = {}
-    return experiment.network(cfg, num_classes, binarizer, arch).eval(), arch
+    return experiment.network(cfg, {"num_classes": num_classes, "input_size": 32}, binarizer, arch).eval(), arch
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.gate_position=relu", "optimizer.gates.clamp=prox"],

@@ -36,7 +36,8 @@ class GraphNet(GatedNetwork):
 
     def __init__(self, net: nn.Module, label: str, gated: bool = True, gate_init: float = 1.0,
                  binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-                 input_size: int = 32, in_channels: int = 3, width: float = 1.0, strict: bool = False):
+                 input_size: int = 32, in_channels: int = 3, width: float = 1.0, strict: bool = False,
+                 channel_gates: bool = True, block_gates: bool = False):
         super().__init__()
         self.name, self.input_size, self.in_channels, self.strict = label, int(input_size), in_channels, strict
         self.net = net
@@ -44,22 +45,58 @@ class GraphNet(GatedNetwork):
         if width != 1.0:  # every group at `width` of its channels, then fresh weights
             self._scale(groups, width)
             groups = self._groups()
+        blocks = self._blocks() if block_gates else []
+        inside = {bn for _, bn, _ in blocks}
         self.unit_names, self.bn_paths = [], []
         self.unit_gates = nn.ModuleList()
-        for root, bns in groups:
+        for root, bns in groups if channel_gates else []:
             self.unit_names.append(root)
-            self.bn_paths.append(bns)
+            self.bn_paths.append(sorted(bns, key=lambda b: (b in inside, b)))  # a root that no removed block takes along
             gate = Gate(self._module(bns[0]).num_features, gate_init, binarizer, gate_jitter, min_keep) if gated else None
             if gate is not None:
                 self.unit_gates.append(gate)
             for path in bns:  # every batch norm that writes the group's channels: gated by one gate
-                old = self._module(path)
-                new = GatedBatchNorm2d(old.num_features, [gate] if gate is not None else [],
-                                       affine_weight=bn_weight or gate is None)
-                new.load_state_dict(old.state_dict())
-                new.eps, new.momentum = old.eps, old.momentum
-                self._set(path, new)
+                self._gate_norm(path, gate, bn_weight or gate is None)
+        # SSS's block gates (Huang & Wang, ECCV 2018): a scalar on each residual branch, folded into
+        # the branch's last batch norm; at 0 the block becomes its shortcut (`Skip`)
+        self.block_paths, self.branch_convs = [p for p, _, _ in blocks], [c for _, _, c in blocks]
+        self.block_gates = nn.ModuleList()
+        for _, bn, _ in blocks:
+            gate = Gate(1, gate_init, binarizer, gate_jitter) if gated else None
+            norm = self._gate_norm(bn, None, True)
+            if gate is not None:
+                norm.gates.append(gate)
+                self.block_gates.append(gate)
         self._table = None
+
+    def _gate_norm(self, path: str, gate, affine_weight: bool) -> GatedBatchNorm2d:
+        """The batch norm at `path` as a GatedBatchNorm2d (made once, its state kept), `gate` added."""
+        old = self._module(path)
+        if not isinstance(old, GatedBatchNorm2d):
+            new = GatedBatchNorm2d(old.num_features, [], affine_weight=affine_weight)
+            new.load_state_dict(old.state_dict())
+            new.eps, new.momentum = old.eps, old.momentum
+            self._set(path, new)
+            old = new
+        if gate is not None:
+            old.gates.append(gate)
+        return old
+
+    def _blocks(self) -> list[tuple[str, str, list[str]]]:
+        """(path, the branch's last batch norm, the branch's convs) of every residual block
+        (torchvision's BasicBlock and Bottleneck), in network order."""
+        from torchvision.models.resnet import BasicBlock, Bottleneck
+
+        out = []
+        for path, m in self.net.named_modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                last = "bn3" if isinstance(m, Bottleneck) else "bn2"
+                convs = [f"{path}.{n}" for n, c in m.named_children() if isinstance(c, nn.Conv2d)]
+                out.append((path, f"{path}.{last}", convs))
+        if not out:
+            raise ValueError(f"{self.name}: model.block_gates=true, but it has no residual block (torchvision's "
+                             "BasicBlock or Bottleneck) to gate")
+        return out
 
     # -- the graph ----------------------------------------------------------------------------
     def _module(self, path: str) -> nn.Module:
@@ -141,10 +178,11 @@ class GraphNet(GatedNetwork):
 
     def units(self) -> list[Unit]:
         return [Unit(name, "channels", self._module(bns[0]).num_features, 1)
-                for name, bns in zip(self.unit_names, self.bn_paths)]
+                for name, bns in zip(self.unit_names, self.bn_paths)] + \
+            [Unit(path, "block", 1, 0) for path in self.block_paths]
 
     def gates(self) -> list[Gate]:
-        return list(self.unit_gates)
+        return list(self.unit_gates) + list(self.block_gates)
 
     def cost_table(self) -> list[LayerCost]:
         """Per conv and linear layer: kernel area x output pixels x (input channels / groups) x
@@ -180,6 +218,8 @@ class GraphNet(GatedNetwork):
                 m = d.dep.target.module
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     (where_out if graph.is_out_channel_pruning_fn(d.dep.handler) else where_in)[m] = unit
+        first_block = len(self.unit_names)  # a conv of a residual branch counts 0 once its block is gone
+        in_branch = {self._module(c): first_block + k for k, convs in enumerate(self.branch_convs) for c in convs}
         table = []
         for m, hw in pixels.items():
             if isinstance(m, nn.Conv2d):
@@ -197,27 +237,59 @@ class GraphNet(GatedNetwork):
                     coef *= size
                 else:  # a linear layer after a flatten reads each channel at several positions
                     factors, coef = factors + (u,), coef * size // sizes[u]
-            table.append(LayerCost(coef, factors))
+            block = in_branch.get(m)
+            table.append(LayerCost(coef, factors + ((block,) if block is not None else ())))
         return table
 
     def _fold_gates(self) -> None:
-        for bns in self.bn_paths:
-            for path in bns:
-                self._module(path).fold()
-        self.unit_gates = nn.ModuleList()
+        for m in self.net.modules():
+            if isinstance(m, GatedBatchNorm2d):
+                m.fold()
+        self.unit_gates, self.block_gates = nn.ModuleList(), nn.ModuleList()
 
     def _channel_root(self, unit: int):
         import torch_pruning as tp
 
         return self._module(self.bn_paths[unit][0]), tp.prune_batchnorm_out_channels
 
+    def _remove_blocks(self, units: list[int]) -> None:
+        for u in units:
+            path = self.block_paths[u - len(self.unit_names)]
+            self._set(path, Skip(getattr(self._module(path), "downsample", None)))
+
     def _after_compact(self, masks) -> None:
+        """The units that remain: a removed block's, and the channel groups it held, are gone."""
+        def alive(path):
+            try:
+                return not isinstance(self._module(path), Skip)
+            except AttributeError:
+                return False
+
+        kept = [(n, [b for b in bns if alive(b)]) for n, bns in zip(self.unit_names, self.bn_paths)]
+        kept = [(n, bns) for n, bns in kept if bns]
+        self.unit_names, self.bn_paths = [n for n, _ in kept], [bns for _, bns in kept]
+        present = [k for k, p in enumerate(self.block_paths) if alive(p)]
+        self.block_paths = [self.block_paths[k] for k in present]
+        self.branch_convs = [self.branch_convs[k] for k in present]
         self._table = None
+
+
+class Skip(nn.Module):
+    """A residual block that its block gate removed: what is left of it, its shortcut and the
+    ReLU after the sum (an identity shortcut of a ReLU's output is the identity)."""
+
+    def __init__(self, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.shortcut(x))
 
 
 def build(net: nn.Module, num_classes: int = 100, gated: bool = True, gate_init: float = 1.0, binarizer=None,
           gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True, width: float = 1.0,
-          gate_position: str = "bn", input_size: int = 32) -> GraphNet:
+          gate_position: str = "bn", input_size: int = 32, channel_gates: bool = True,
+          block_gates: bool = False) -> GraphNet:
     """A user's network (`model.net`, built by Hydra from its `_target_` and arguments) with gates
     on its channel groups: the `model=custom` target. Its output must have `num_classes` logits."""
     label = f"model.net={type(net).__module__}.{type(net).__qualname__}"
@@ -228,7 +300,7 @@ def build(net: nn.Module, num_classes: int = 100, gated: bool = True, gate_init:
                          "of its channel group; set model.gate_position=bn (method=sss and method=binary set relu)")
     _check_outputs(net, label, num_classes, input_size)
     return GraphNet(net, label, gated, gate_init, binarizer, gate_jitter, min_keep, bn_weight, input_size,
-                    width=width, strict=True)
+                    width=width, strict=True, channel_gates=channel_gates, block_gates=block_gates)
 
 
 def _check_outputs(net: nn.Module, label: str, num_classes: int, input_size: int) -> None:

@@ -99,13 +99,12 @@ class Shortcut(nn.Module):
 
 
 class ResNet(GatedNetwork):
-    input_size = 32
-
     def __init__(self, spec: dict, num_classes: int = 100, gated: bool = True, inner_gates: bool = True,
                  gate_stream: bool = False, block_gates: bool = False, gate_init: float = 1.0,
                  binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-                 gate_position: str = "bn", in_channels: int = 3):
+                 gate_position: str = "bn", in_channels: int = 3, input_size: int = 32):
         super().__init__()
+        self.input_size = int(input_size)  # the image side its FLOPs are counted for
         blocks_spec = [dict(b) for b in spec["blocks"]]
         self.in_channels = in_channels
         self.kinds = {"inner": inner_gates, "stream": gate_stream, "block": block_gates}
@@ -221,7 +220,7 @@ class ResNet(GatedNetwork):
         for i, b in enumerate(spec["blocks"]):
             s_in = self.stage_of[i - 1] if i else 0
             s_out = self.stage_of[i]
-            size //= b["stride"]
+            size = (size - 1) // b["stride"] + 1  # a 3x3 conv, padding 1 (and the 1x1 projection)
             area = 2 * size * size
             src, dst = width("stream", s_in, stream_w[s_in]), width("stream", s_out, stream_w[s_out])
             if b["present"]:
@@ -268,7 +267,10 @@ def stage_of(blocks: list[dict]) -> list[int]:
 def build(depth: int = 20, width: float = 1.0, num_classes: int = 100, gated: bool = True,
           inner_gates: bool = True, gate_stream: bool = False, block_gates: bool = False,
           gate_init: float = 1.0, binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0,
-          bn_weight: bool = True, gate_position: str = "bn", spec: dict | None = None) -> ResNet:
-    """ResNet-`depth` for 32x32 inputs at `width` (or as described by `spec`): the `model/` target."""
+          bn_weight: bool = True, gate_position: str = "bn", spec: dict | None = None,
+          input_size: int = 32) -> ResNet:
+    """ResNet-`depth` at `width` (or as described by `spec`) for `input_size` images (32 on
+    CIFAR): the `model/` target."""
     return ResNet(spec or default_spec(depth, width), num_classes, gated, inner_gates, gate_stream,
-                  block_gates, gate_init, binarizer, gate_jitter, min_keep, bn_weight, gate_position)
+                  block_gates, gate_init, binarizer, gate_jitter, min_keep, bn_weight, gate_position,
+                  input_size=input_size)

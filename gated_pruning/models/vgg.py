@@ -1,4 +1,4 @@
-"""VGG for 32x32 inputs, defined by a list of widths; every conv is conv -> BN -> gate -> ReLU.
+"""VGG for any input size (32x32 for CIFAR), defined by a list of widths; every conv is conv -> BN -> gate -> ReLU.
 
 `vgg_widths(depth, width)` gives the layer list ("M" is a 2x2 max-pool). The same `VGG` class
 builds the gated network that is trained and, with `gated=False`, the plain network. Its units
@@ -80,13 +80,12 @@ class VGG(GatedNetwork):
     `bn_weight=False` freezes batch norm's weight at 1 so the gate is the channel's only scale;
     `gate_position` puts the gate before ("bn") or after ("relu") the ReLU (see `ConvBlock`)."""
 
-    input_size = 32
-
     def __init__(self, layers: Layers, num_classes: int = 100, gated: bool = True,
                  gate_init: float = 1.0, binarizer=None, in_channels: int = 3,
                  gate_jitter: float = 0.0, min_keep: float = 0, bn_weight: bool = True,
-                 gate_position: str = "bn"):
+                 gate_position: str = "bn", input_size: int = 32):
         super().__init__()
+        self.input_size = int(input_size)  # the image side its FLOPs are counted for
         self.layers = list(layers)
         self.gated = gated
         self.in_channels = in_channels
@@ -201,8 +200,9 @@ def uniform_width(depth: int, width: float, target: float, num_classes: int = 10
 
 def build(depth: int = 16, width: float = 1.0, num_classes: int = 100, gated: bool = True,
           gate_init: float = 1.0, binarizer=None, gate_jitter: float = 0.0, min_keep: float = 0,
-          bn_weight: bool = True, gate_position: str = "bn", widths=None) -> VGG:
-    """VGG-`depth` at `width` (or with explicit conv `widths`): the `model/` config group's target."""
+          bn_weight: bool = True, gate_position: str = "bn", widths=None, input_size: int = 32) -> VGG:
+    """VGG-`depth` at `width` (or with explicit conv `widths`) for `input_size` images: the
+    `model/` config group's target."""
     layers = with_widths(depth, widths) if widths is not None else vgg_widths(depth, width)
     return VGG(layers, num_classes, gated, gate_init, binarizer, gate_jitter=gate_jitter,
-               min_keep=min_keep, bn_weight=bn_weight, gate_position=gate_position)
+               min_keep=min_keep, bn_weight=bn_weight, gate_position=gate_position, input_size=input_size)
