@@ -218,6 +218,10 @@ def _cut_settings(c: dict) -> str | None:
         if p.get(key, default) != default:
             return (f"prune.{key}={show(p[key])} shapes a cut of the zero gates; prune.target_flops={show(target)} "
                     "sets the widths itself: give one")
+    crit = p.get("criterion") or ("gate" if _gated(c) else "l1norm")
+    if (p.get("rounds") or 1) > 1 and crit == "gate":
+        return (f"prune.rounds={p['rounds']} with prune.criterion=gate: after the first round the network has no "
+                "gates to rank (a round folds them); use l1norm or taylor for an iterative cut")
     return None
 
 

@@ -145,7 +145,10 @@ RULES: dict[str, Rule] = {
     "prune.round_to": integer(1),
     "prune.onnx": either(choice("auto"), flag()),
     "prune.target_flops": number(0, 1, lo_open=True, null=True),
-    "prune.criterion": choice("gate", "l1norm", null=True),
+    "prune.criterion": choice("gate", "l1norm", "taylor", "thinet", "lasso", null=True),
+    "prune.samples": integer(1),
+    "prune.rounds": integer(1, 100),
+    "prune.round_epochs": integer(1),
 
     "logger.name": choice("wandb", "tensorboard", "none"),
     "logger.subdir": text(),

@@ -59,34 +59,41 @@ def silent_layers(model, masks: list[torch.Tensor]) -> list[str]:
     return out
 
 
-def target_masks(model, target: float, criterion: str = "gate") -> list[torch.Tensor]:
+def target_masks(model, target: float, criterion: str = "gate", batches=None) -> list[torch.Tensor]:
     """Per unit, the values kept by a cut to `target` times the model's FLOPs: by the criterion's
     ranking, globally (the lowest-scored value of the network goes first, until the FLOPs are at
     most the target) or per channel group (the same kept fraction in every group that has
     scores, the largest fraction whose FLOPs are at most the target; blocks stay). Every channel
-    group keeps at least one channel, so a target below one channel per group ends above it."""
+    group keeps at least one channel, so a target below one channel per group ends above it.
+    `batches`: training batches, for a criterion that reads activations (Taylor)."""
     crit = make_criterion(criterion)
-    scores = crit.scores(model)
+    scores = crit.scores(model, batches)
     units = model.units()
     if crit.scope == "global":
         return global_cut(model, scores, target)
-    budget = target * model.flops()
-
-    def counts(f):
-        return [max(1, int(round(f * u.size))) if sc is not None else u.size for u, sc in zip(units, scores)]
-
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if model.flops(counts(mid)) <= budget else (lo, mid)
     keep = []
-    for u, k, sc in zip(units, counts(lo), scores):
+    for u, k, sc in zip(units, layer_counts(model, target, [sc is not None for sc in scores]), scores):
         m = torch.ones(u.size, dtype=torch.bool)
         if sc is not None:
             m[:] = False
             m[sc.topk(k).indices] = True
         keep.append(m)
     return keep
+
+
+def layer_counts(model, target: float, cut: list[bool]) -> list[int]:
+    """Kept counts per unit at one fraction of every unit in `cut` (the others whole): the largest
+    fraction whose FLOPs are at most `target` times the model's (at least one channel each)."""
+    units, budget = model.units(), target * model.flops()
+
+    def counts(f):
+        return [max(1, int(round(f * u.size))) if c else u.size for u, c in zip(units, cut)]
+
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if model.flops(counts(mid)) <= budget else (lo, mid)
+    return counts(lo)
 
 
 def global_cut(model, scores: list[torch.Tensor], target: float, keep=None,
@@ -101,7 +108,7 @@ def global_cut(model, scores: list[torch.Tensor], target: float, keep=None,
     minimum = minimum or [u.minimum for u in units]
     budget = target * model.flops(sizes)
     kept = [int(k.sum()) for k in keep]
-    order = sorted((float(v), layer, c) for layer, (sc, k) in enumerate(zip(scores, keep))
+    order = sorted((float(v), layer, c) for layer, (sc, k) in enumerate(zip(scores, keep)) if sc is not None
                    for c, v in enumerate(sc.tolist()) if k[c])
     for _, layer, c in order:
         if model.flops(kept) <= budget:

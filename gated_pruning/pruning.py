@@ -1,10 +1,12 @@
 """The pruning step after training, shared by a run and by `python -m gated_pruning.prune`: cut the
-trained network (masks.py, surgery.py), measure the dense and the compact network (measure.py),
-say what is wrong with the cut (dead layers, a target it cannot meet), fine-tune, and save the
-compact network (export.py)."""
+trained network (masks.py, surgery.py; reconstruction.py for the cuts that rebuild the next layer),
+in one round or several with fine-tuning between (`prune.rounds`), measure the dense and the
+compact network (measure.py), say what is wrong with the cut (dead layers, a target it cannot
+meet), fine-tune, and save the compact network (export.py)."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 
@@ -13,19 +15,25 @@ from omegaconf import OmegaConf
 
 from gated_pruning.errors import ConfigError
 from gated_pruning.export import COMPACT_FILE, ONNX_FILE, compact_meta, exported, onnx_bytes, onnx_missing, save_compact
+from gated_pruning import reconstruction
+from gated_pruning.importance import RECONSTRUCTING
 from gated_pruning.masks import target_masks
+from gated_pruning.models.protocol import kept_by_name
 from gated_pruning.measure import accounting
 from gated_pruning.optim import lr_lambda
 from gated_pruning.surgery import compact
 from gated_pruning.train import Trainer
 
 
-def prune_and_measure(model, cfg, evaluate, validate: bool = False):
+def prune_and_measure(model, cfg, evaluate, validate: bool = False, batches=None, tune=None):
     """(the compact network, the prune record): `model` compacted at `cfg.threshold`, or cut to
     `cfg.target_flops` by `cfg.criterion`; the dense and compact networks measured. `cfg`: the
     `prune` config section.
 
     `evaluate(net, split="test") -> {"loss", "top1", "top5"}`; `validate`: also on "val".
+    `batches()`: training batches for the criteria that read the network (taylor, thinet, lasso);
+    `tune(net, epochs)`: fine-tuning between the rounds of a cut in `cfg.rounds` rounds (each
+    round cuts to a point on the line from the full FLOPs to the target, the last to the target).
     The dense reference is the same network with every channel kept and gates folded: a plain
     network of the original widths, timed by the same code as the compact one. `widths` of both
     are the kept counts of each unit of `model` (`units`). A cut to a target has
@@ -34,8 +42,15 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
     dense, _, sizes = compact(model, threshold=-1.0)
     target = cfg.get("target_flops")
     crit = cfg.get("criterion") or ("gate" if model.gates() else "l1norm")
-    masks = target_masks(model, target, crit) if target is not None else None
-    small, dead, counts = compact(model, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
+    rounds = int(cfg.get("rounds") or 1) if target is not None else 1
+    net, full, tuned = model, float(model.flops()), []
+    for k in range(1, rounds + 1):
+        goal = None if target is None else 1 - (1 - target) * k / rounds  # of the trained network's FLOPs
+        small, dead = _cut(net, cfg, crit, None if goal is None else goal * full / float(net.flops()), batches)
+        if k < rounds:
+            tuned.append(tune(small, int(cfg.get("round_epochs") or 1)))
+            net = small
+    counts = kept_by_name([u.name for u in small.units()], small.sizes(), [u.name for u in model.units()])
     timed = bool(cfg.get("onnx", "auto")) and onnx_missing() is None \
         and importlib.util.find_spec("onnxruntime") is not None  # what a deployment runs
     d = accounting(dense, cfg, onnx_bytes(exported(dense)) if timed else None)
@@ -49,6 +64,7 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
         "kept": {"params": c["params"] / d["params"], "flops": c["flops"] / d["flops"]},
         "speedup": d["latency_ms"] / c["latency_ms"],
         "speedup_onnxruntime": d["latency_ms_onnxruntime"] / c["latency_ms_onnxruntime"] if timed else None,
+        "rounds": rounds, "round_finetunes": tuned,
         "dead_layers": dead,
         "test": {"dense": evaluate(model), "compact": evaluate(small)},
         "finetune": None,
@@ -58,23 +74,36 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False):
     return small, result
 
 
+def _cut(net, cfg, crit: str, target: float | None, batches):
+    """(the compact network, its dead layers): `net` cut to `target` of its own FLOPs by `crit`,
+    or at `cfg.threshold` without a target."""
+    if target is None:
+        small, dead, _ = compact(net, threshold=cfg.threshold, round_to=cfg.round_to)
+        return small, dead
+    if crit in RECONSTRUCTING:
+        return reconstruction.cut(net, target, crit, batches() if batches else []), []
+    masks = target_masks(net, target, crit, batches() if batches else None)
+    small, dead, _ = compact(net, threshold=cfg.threshold, round_to=cfg.round_to, masks=masks)
+    return small, dead
+
+
 def finetune(small, cfg, train_loader, test_loader, tracker=None, run_dir=".", step_offset=0,
-             val_loader=None) -> dict:
-    """Train the compact network for `cfg.prune.finetune_epochs` (SGD, the run's momentum and
-    weight decay, cosine from `cfg.prune.finetune_lr`) with the same loop as training; returns
-    {"epochs", "lr", "test"}."""
+             val_loader=None, epochs: int | None = None, prefix: str = "finetune/") -> dict:
+    """Train the compact network for `epochs` (default `cfg.prune.finetune_epochs`; SGD, the run's
+    momentum and weight decay, cosine from `cfg.prune.finetune_lr`) with the same loop as
+    training; returns {"epochs", "lr", "test"} (and "val")."""
     p = cfg.prune
+    epochs = p.finetune_epochs if epochs is None else epochs
     small.train()
     opt = torch.optim.SGD(small.parameters(), lr=p.finetune_lr, momentum=cfg.optimizer.momentum,
                           weight_decay=cfg.optimizer.weight_decay)
     steps = len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", p.finetune_epochs * steps, steps))
-    tcfg = OmegaConf.merge(cfg.trainer, {"epochs": p.finetune_epochs, "checkpoint": False,
-                                         "checkpoint_every_steps": 0})
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", epochs * steps, steps))
+    tcfg = OmegaConf.merge(cfg.trainer, {"epochs": epochs, "checkpoint": False, "checkpoint_every_steps": 0})
     tuner = Trainer(small, train_loader, test_loader, opt, sched, tcfg, val_loader=val_loader,
-                    tracker=tracker, run_dir=run_dir, log_prefix="finetune/", step_offset=step_offset)
+                    tracker=tracker, run_dir=run_dir, log_prefix=prefix, step_offset=step_offset)
     metrics = tuner.fit()
-    out = {"epochs": p.finetune_epochs, "lr": p.finetune_lr, "test": metrics["test"]}
+    out = {"epochs": epochs, "lr": p.finetune_lr, "test": metrics["test"]}
     if "val" in metrics:
         out["val"] = metrics["val"]
     return out
@@ -84,8 +113,18 @@ def prune(model, cfg, evaluate, data, out_dir: str, tracker=None, run_dir: str =
     """(the prune record, the compact network): `model` pruned by `cfg.prune`, each problem of the
     cut in one `warning:` line (a target it misses: `arch.outcome`, by the caller), fine-tuned if asked, saved to `out_dir`/compact.pt2. `data`: the
     run's loaders (`data.Data`); `evaluate` as in `prune_and_measure`."""
+    samples = int(cfg.prune.get("samples") or 512)
+
+    def batches():  # the first training batches of epoch 0: the images the data-driven criteria read
+        return itertools.islice(data.train.epoch(0), max(1, -(-samples // data.train.batch_size)))
+
+    def tune(net, epochs):  # between the rounds of an iterative cut
+        return finetune(net, cfg, data.train, data.test, tracker=tracker, run_dir=run_dir, step_offset=step_offset,
+                        val_loader=data.val, epochs=epochs, prefix="round/")
+
     try:
-        small, result = prune_and_measure(model, cfg.prune, evaluate, validate=data.val is not None)
+        small, result = prune_and_measure(model, cfg.prune, evaluate, validate=data.val is not None,
+                                          batches=batches, tune=tune)
     except ValueError as e:  # a cut this network cannot take (a gate criterion without gates, ...)
         raise ConfigError(str(e)) from None
     if result["dead_layers"]:

@@ -24,6 +24,10 @@ CONDITIONAL_KEYS = [
     ("optimizer.milestones", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),
     ("optimizer.factor", lambda c: c["optimizer"]["schedule"] == "multistep", "only schedule=multistep reads it"),
     ("prune.finetune_lr", lambda c: bool(c["prune"]["finetune_epochs"]), "prune.finetune_epochs=0: no fine-tuning"),
+    ("prune.rounds", lambda c: c["prune"].get("target_flops") is not None, "only a cut to prune.target_flops has rounds"),
+    ("prune.round_epochs", lambda c: (c["prune"].get("rounds") or 1) > 1, "prune.rounds=1: no round to fine-tune after"),
+    ("prune.samples", lambda c: c["prune"].get("target_flops") is not None and c["prune"].get("criterion") in
+     ("taylor", "thinet", "lasso"), "only prune.criterion=taylor, thinet and lasso read training images"),
     ("prune", lambda c: c["prune"]["enabled"], "prune.enabled=false: the run is not pruned"),
 ]
 

@@ -1,6 +1,7 @@
 """Baselines at matched FLOPs: uniform channel scaling, the pruned architecture from scratch
 (Scratch-E/B), cuts to a FLOPs target (Network Slimming's global gate ranking, L1-norm filters per
-layer) and the prune command's --target-flops (their comparison report: test_compare.py)."""
+layer, Taylor, ThiNet, LASSO), iterative cuts, and the prune command's --target-flops (their
+comparison report: test_compare.py)."""
 import json
 import os
 
@@ -110,7 +111,8 @@ def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dens
 
 # the one meaning of each preset's FLOPs target (results.json's "target"), at target_flops=0.5
 TARGET_KIND = {"dense": None, "uniform": "uniform", "l1norm": "cut", "slimming": "cut", "sss": "budget",
-               "binary": "budget", "sss_paper": "budget", "scratch_e": "arch_run", "scratch_b": "arch_run"}
+               "binary": "budget", "sss_paper": "budget", "scratch_e": "arch_run", "scratch_b": "arch_run",
+               "float_gates": "budget", "ista_bn": "budget", "taylor": "cut", "thinet": "cut", "lasso": "cut"}
 
 
 @pytest.mark.slow
@@ -139,3 +141,109 @@ def test_sss_paper_is_the_authors_optimizer():
     assert cfg.optimizer.gates.clamp == "lookahead" and cfg.optimizer.gates.forward == "lookahead"
     assert cfg.optimizer.weights.nesterov is True and cfg.penalty._target_.endswith(".L1")
     assert cfg.model.gate_position == "bn" and cfg.binarizer._target_.endswith("NoBinarizer")
+
+
+# -- the comparisons of the SSS paper: Taylor (Molchanov et al. 2017), ThiNet (Luo et al. 2017),
+#    LASSO (He et al. 2017), ISTA on batch-norm scales (Ye et al. 2018)
+
+def test_thinet_and_lasso_rebuild_a_redundant_linear_layer_exactly():
+    from torch import nn
+
+    from gated_pruning import reconstruction as r
+
+    # three channels, the third the sum of the first two; the next layer y = x1 + x2 + x3 = 2 x1 + 2 x2
+    x12 = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([x12, x12.sum(1, keepdim=True)], 1)
+    layer = nn.Linear(3, 1, bias=False)
+    layer.weight.data[:] = 1.0
+    y = x @ layer.weight.detach().double().T
+    gram, b, _ = r.grams(layer, x, y)
+    torch.testing.assert_close(gram, (x.T @ x) * 1.0)  # a linear layer: G = X'X * (W'W), here W'W = 1
+    # ThiNet removes the channel of least energy (x2: 190.7 against 204.1 and 417.0), then rescales:
+    # y = 0 * x1 + 2 * (x1 + x2), exactly
+    keep = r.thinet_keep(gram, 2)
+    assert keep.tolist() == [True, False, True]
+    torch.testing.assert_close(r.thinet_scales(gram, b, keep), torch.tensor([0.0, 2.0], dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    keep, weight = r._lasso(layer, x, y, 2)  # He et al.: the same two, the layer refitted whole
+    torch.testing.assert_close(x[:, keep] @ weight.T, y, atol=1e-6, rtol=0)
+
+
+def test_the_gram_of_conv_contributions_equals_the_contributions_computed_one_by_one():
+    from torch import nn
+    from torch.nn.functional import conv2d, unfold
+
+    from gated_pruning import reconstruction as r
+
+    g = torch.Generator().manual_seed(1)
+    conv = nn.Conv2d(4, 5, 3, padding=1, bias=False).double()
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64, generator=g)
+    cols = unfold(x, 3, 1, 1, 1).transpose(1, 2).reshape(-1, 36)
+    y = conv(x).flatten(2).transpose(1, 2).reshape(-1, 5)
+    gram, b, kk = r.grams(conv, cols, y)
+    each = torch.stack([conv2d(x[:, c:c + 1], conv.weight[:, c:c + 1], padding=1) for c in range(4)])
+    torch.testing.assert_close(gram, torch.einsum("cbohw,dbohw->cd", each, each))
+    torch.testing.assert_close(b, torch.einsum("cbohw,bohw->c", each, conv(x)))
+    assert kk == 9
+
+
+def test_taylor_scores_a_channel_the_next_layer_ignores_at_zero_and_normalizes_each_layer():
+    from gated_pruning.importance import Taylor
+
+    torch.manual_seed(0)
+    model = build(11, 0.25, 10, gated=False)
+    with torch.no_grad():
+        model.conv_blocks()[1][1].conv.weight[:, 3] = 0  # conv1 reads nothing of conv0's channel 3
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+    scores = Taylor().scores(model, batches)
+    assert scores[0][3] == 0 and (scores[0] > 0).sum() == model.units()[0].size - 1
+    for s in scores:
+        assert s.norm() == pytest.approx(1.0)
+    # against the criterion computed by hand for conv2's channels: per example |mean z dL/dz|, averaged
+    z = {}
+    h = model.conv_blocks()[2][1].bn.register_forward_hook(lambda m, i, o: z.__setitem__("z", o) or o.retain_grad())
+    total = torch.zeros(model.units()[2].size)
+    model.eval()
+    for x, y in batches:
+        for k in range(len(y)):
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[k:k + 1]), y[k:k + 1]).backward()
+            # a one-example loss is len(y) times that example's share of the batch's mean loss
+            total += ((z["z"] * z["z"].grad).mean(dim=(2, 3))[0].abs() / len(y)).detach()
+    h.remove()
+    total /= 16
+    torch.testing.assert_close(scores[2], total / total.norm(), rtol=1e-4, atol=1e-6)
+
+
+def test_reconstruction_cuts_refuse_a_network_whose_channels_feed_several_layers():
+    cfg = make_cfg("experiment=smoke", "model=resnet20", "model.width=0.25", "model.gated=false",
+                   "model.inner_gates=false", "model.gate_stream=true")
+    net = experiment.network(cfg, {"num_classes": 10, "input_size": 32}, None, {})
+    from gated_pruning import reconstruction
+
+    with pytest.raises(ValueError, match="no group of this model feeds a single conv or linear layer"):
+        reconstruction.cut(net, 0.5, "thinet", [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,extra", [("taylor", []), ("thinet", []), ("lasso", []),
+                                          ("taylor", ["prune.rounds=3"]), ("l1norm", ["prune.rounds=2"])])
+def test_the_cut_baselines_meet_a_50_percent_target_and_fine_tune(method, extra, tmp_path):
+    res = experiment.run(make_cfg("experiment=smoke", f"method={method}", "target_flops=0.5", *extra),
+                         str(tmp_path))
+    pr = res["prune"]
+    assert 0.47 <= pr["kept"]["flops"] <= 0.5 + 1e-9 and not res["target"]["missed"]
+    assert pr["criterion"] == method and pr["finetune"]["epochs"] == 1
+    rounds = int(extra[0].split("=")[1]) if extra else 1
+    assert pr["rounds"] == rounds and [t["epochs"] for t in pr["round_finetunes"]] == [1] * (rounds - 1)
+
+
+@pytest.mark.slow
+def test_ista_on_batch_norm_scales_starts_from_a_trained_network_and_meets_its_target(tmp_path):
+    dense = experiment.run(make_cfg("experiment=smoke", "method=dense"), str(tmp_path / "dense"))
+    res = experiment.run(make_cfg("experiment=smoke", "method=ista_bn", "target_flops=0.5",
+                                  f"model.weights={tmp_path / 'dense' / 'model.pt'}"), str(tmp_path / "ista"))
+    assert res["config"]["optimizer"]["gates"]["momentum"] == 0.0  # ISTA: the proximal step without momentum
+    assert abs(res["cost"]["flops_kept"] - 0.5) <= 0.03 and res["prune"]["finetune"]["epochs"] == 1
+    assert res["cost"]["architecture"]["weights"]["tensors"] > 0 and dense["metrics"]["test"]["top1"] > 0

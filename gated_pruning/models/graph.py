@@ -241,6 +241,9 @@ class GraphNet(GatedNetwork):
             table.append(LayerCost(coef, factors + ((block,) if block is not None else ())))
         return table
 
+    def unit_norms(self, unit: int) -> list[nn.Module]:
+        return [self._module(b) for b in self.bn_paths[unit]] if unit < len(self.unit_names) else []
+
     def _fold_gates(self) -> None:
         for m in self.net.modules():
             if isinstance(m, GatedBatchNorm2d):

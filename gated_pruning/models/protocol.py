@@ -86,6 +86,17 @@ class GatedNetwork(nn.Module):
         layer, _ = self._channel_root(unit)
         return layer.weight if isinstance(layer, nn.Conv2d) else self._producer(layer).weight
 
+    def unit_norms(self, unit: int) -> list[nn.Module]:
+        """The batch norms whose outputs are `unit`'s channels (every writer of a residual stream;
+        none for a block): where a data-driven criterion reads the channels' activations."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which batch norms write its channels")
+
+    def unit_consumer(self, unit: int) -> nn.Module | None:
+        """The one conv or linear layer that reads `unit`'s channels (through channel-wise ops only:
+        ReLU, pooling), or None where several do (a residual stream) or none: where a
+        reconstruction criterion (ThiNet, He et al.) rebuilds the next layer."""
+        return None
+
     def _producer(self, bn: nn.Module) -> nn.Conv2d:
         """The conv whose outputs batch norm `bn` normalizes (the module just before it)."""
         previous = None

@@ -192,6 +192,22 @@ class ResNet(GatedNetwork):
         return [kind == "block" or (kind == "inner" and self.blocks[k].gate_position == "relu")
                 for _, (kind, k) in self._layout()]
 
+    def unit_norms(self, unit: int) -> list[nn.Module]:
+        _, (kind, k) = self._layout()[unit]
+        if kind == "inner":
+            return [self.blocks[k].bn1]
+        if kind == "block":
+            return []
+        writers = [self._stage_writer(k)]
+        for i, b in enumerate(self.blocks):
+            if self.stage_of[i] == k and isinstance(b, BasicBlock):
+                writers.append(b.bn2)
+        return writers
+
+    def unit_consumer(self, unit: int) -> nn.Module | None:
+        _, (kind, k) = self._layout()[unit]
+        return self.blocks[k].conv2 if kind == "inner" else None
+
     def _stage_writer(self, stage: int) -> GatedBatchNorm2d:
         """The batch norm that first writes stage `stage`'s stream (the stem's or a projection's)."""
         if stage == 0:

@@ -138,6 +138,13 @@ class VGG(GatedNetwork):
             i += 1
         return table + [LayerCost(2 * self.classifier.out_features, (i - 1,))]
 
+    def unit_norms(self, unit: int) -> list[nn.Module]:
+        return [self.conv_blocks()[unit][1].bn]
+
+    def unit_consumer(self, unit: int) -> nn.Module:
+        blocks = self.conv_blocks()
+        return blocks[unit + 1][1].conv if unit + 1 < len(blocks) else self.classifier
+
     def _fold_gates(self) -> None:
         for _, b in self.conv_blocks():
             b.fold()
