@@ -40,9 +40,14 @@ def main(argv=None) -> int:
                    help="remove gates with |gate| <= this (default 0)")
     p.add_argument("--target-flops", type=arg(RULES["prune.target_flops"], "--target-flops"),
                    help="cut to this fraction of the network's FLOPs")
-    p.add_argument("--criterion", choices=("gate", "l1norm"),
-                   help="ranking for --target-flops: gate (global, Network Slimming; default for gated "
-                        "runs) or l1norm (per layer, Li et al. 2017; default for plain runs)")
+    p.add_argument("--criterion", choices=("gate", "l1norm", "taylor", "thinet", "lasso"),
+                   help="how --target-flops cuts: gate (global, Network Slimming; default for gated runs), "
+                        "l1norm (per layer, Li et al. 2017; default for plain runs), taylor (Molchanov et al. "
+                        "2017), thinet (Luo et al. 2017), lasso (He et al. 2017)")
+    p.add_argument("--rounds", type=arg(RULES["prune.rounds"], "--rounds"),
+                   help="cut in this many rounds, fine-tuning --round-epochs between them (default 1)")
+    p.add_argument("--round-epochs", type=arg(RULES["prune.round_epochs"], "--round-epochs"),
+                   help="fine-tuning epochs after each round but the last (default 1)")
     p.add_argument("--round-to", type=arg(RULES["prune.round_to"], "--round-to"),
                    help="round kept widths of a threshold cut up to a multiple of this (default 1)")
     p.add_argument("--finetune-epochs", type=arg(RULES["prune.finetune_epochs"], "--finetune-epochs"),
@@ -69,6 +74,10 @@ def _check_flags(a) -> None:
                                 "give one of them")
     if a.finetune_lr is not None and not a.finetune_epochs:
         raise UserError("--finetune-lr is the learning rate of fine-tuning: give --finetune-epochs N too")
+    if (a.rounds or a.round_epochs) and a.target_flops is None:
+        raise UserError("--rounds and --round-epochs shape a cut to --target-flops: give --target-flops too")
+    if a.round_epochs and (a.rounds or 1) == 1:
+        raise UserError("--round-epochs is the fine-tuning between rounds: give --rounds N (N > 1) too")
 
 
 def _load_run(run_dir: str) -> tuple[dict, str]:
@@ -102,12 +111,13 @@ def _prune_again(a) -> int:
             cfg.dataset.root = a.data_root
     crit = a.criterion or ("gate" if cfg.model.get("gated", True) else "l1norm")
     what = (f"flops{a.target_flops:g}-{crit}" if a.target_flops is not None else f"{a.threshold or 0:g}") + \
-        (f"-ft{a.finetune_epochs}" if a.finetune_epochs else "")
+        (f"-r{a.rounds}" if (a.rounds or 1) > 1 else "") + (f"-ft{a.finetune_epochs}" if a.finetune_epochs else "")
     out = a.out or os.path.join(a.run_dir, f"prune-{what}")
     with staged(out) as tmp:  # made now: an unwritable --out fails before any work
         cfg.prune = OmegaConf.merge(cfg.prune, {
             "enabled": True, "threshold": a.threshold or 0.0, "round_to": a.round_to or 1,
             "target_flops": a.target_flops, "criterion": crit if a.target_flops is not None else None,
+            "rounds": a.rounds or 1, "round_epochs": a.round_epochs or 1,
             "finetune_epochs": a.finetune_epochs,
             "finetune_lr": a.finetune_lr if a.finetune_lr is not None else cfg.prune.finetune_lr})
         set_threads(a.threads)

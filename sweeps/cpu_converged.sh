@@ -8,7 +8,7 @@
 # that runs alone: the reports pair runs of one thread setting only.
 #   bash sweeps/cpu_converged.sh DATA_DIR STAGE [OUT]
 # STAGE: recipe curve budget study50 binary50 binary37 scratch50 side resnet56 controlled paper_gamma
-# weights width50 collect. SEEDS=0,1 runs the
+# weights baselines width50 collect. SEEDS=0,1 runs the
 # 50% stages' cells for those seeds only (the first two seeds of everything before any third).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -192,6 +192,32 @@ stage_weights() {  # the dense networks of seeds 0 and 1 trained again for their
   DOCS=$committed
 }
 
+cut_from() {  # cut_from RUN_DIR SEED F METHOD CRITERION [FLAGS...]: a cut of RUN_DIR's network to F of its FLOPs
+  # by CRITERION, 2 epochs of fine-tuning, recorded as METHOD
+  local src=$1 seed=$2 f=$3 method=$4 crit=$5
+  shift 5
+  done_ "${method}_f${f}_s$seed" && return 0
+  python -m gated_pruning.prune "$src" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
+    --method "$method" --data-root "$D" --out "$OUT/cuts/${method}_f${f}_s$seed" "$@"
+}
+
+stage_baselines() {  # issue 23: the comparisons of the SSS paper at 50% of the FLOPs, seeds 0 and 1, each from the
+  # dense network of its seed (stage weights: the same runs as dense_s0/s1, their model.pt), as the L1-norm cuts
+  # were: a cut and 2 epochs of fine-tuning, by Taylor importance (one-shot, and iterative: 4 rounds with an epoch
+  # of fine-tuning between), ThiNet and LASSO; and ISTA on its batch-norm scales (Ye et al.): 4 epochs under the
+  # budget at lr 0.01 (the trained network's lr, not a fresh run's 0.1), then 2 of fine-tuning. Two jobs at a time
+  local s src w
+  w=$(dirname "$(dirname "$(compgen -G "$OUT/weights/*/dense_s0/model.pt" | head -1)")")
+  for s in 0 1; do
+    src=$w/dense_s$s
+    cut_from "$src" "$s" 0.5 taylor taylor & cut_from "$src" "$s" 0.5 thinet thinet & wait
+    cut_from "$src" "$s" 0.5 lasso lasso & cut_from "$src" "$s" 0.5 taylor_iter taylor --rounds 4 --round-epochs 1 & wait
+  done
+  cell 'ista_bn_f0.5_s%' seed 0,1 -- method=ista_bn target_flops=0.5 trainer.epochs=4 optimizer.lr=0.01 \
+    optimizer.warmup_epochs=0 prune.finetune_epochs=2 "model.weights=$w/dense_s\${seed}/model.pt"
+  collect
+}
+
 stage_width50() {  # capacity: the same comparison at model.width=0.5 (4x the FLOPs of x0.25), seeds
   # 0 and 1: dense, uniform, SSS (method=sss) and binary gates (the controlled arm's settings)
   DOCS=docs/runs/width50 OUT=$OUT/width50
@@ -214,6 +240,7 @@ case $STAGE in
   controlled) stage_controlled ;;
   paper_gamma) stage_paper_gamma ;;
   weights) stage_weights ;;
+  baselines) stage_baselines ;;
   width50) stage_width50 ;;
   collect) collect ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;

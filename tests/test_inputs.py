@@ -428,6 +428,9 @@ def prune_cases(run, odd):
         ([run, "--target-flops", "0.5", "--threshold", "0.1"], "--threshold shapes a cut of the zero gates"),
         ([run, "--finetune-lr", "0.1"], "--finetune-lr is the learning rate of fine-tuning: give --finetune-epochs N"),
         ([run, "--threshold", "0", "--data-root", odd / "a_file"], "a_file is a file, not a folder"),
+        ([run, "--rounds", "2"], "--rounds and --round-epochs shape a cut to --target-flops"),
+        ([run, "--target-flops", "0.5", "--round-epochs", "2"], "--round-epochs is the fine-tuning between rounds"),
+        ([run, "--target-flops", "0.5", "--rounds", "0"], "--rounds 0 is outside [1, 100]"),
     ]
 
 
