@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from gated_pruning import objective, preflight, runlog, toolkit
-from gated_pruning.errors import EXIT_CODES, Diverged, UserError, stop_signals_raise
+from gated_pruning.errors import EXIT_CODES, Diverged, Interrupted, UserError, stop_signals_handled, stop_signals_raise
 from gated_pruning.toolkit import disk_full, fail, one_line, warn
 
 RUN_SCRIPT = os.path.join(toolkit.ROOT, "run.py")
@@ -39,6 +39,8 @@ RUN_FILES = (".hydra", "results.json", "checkpoint.pt", "model.pt", "compact.pt2
 # what makes a directory worth keeping after a stop: work that a rerun would redo
 WORK_FILES = ("results.json", "checkpoint.pt", "model.pt", "compact.pt2", "failure.json")
 FAILURE = "failure.json"  # a sweep job's record of its failure
+STOPPED = "stopped.json"  # a sweep job's record of a stop signal: its checkpoint and the command that resumes it
+STOP_MARKER = ".stopping"  # in a sweep folder: a stop signal came, no job starts any more
 PLAIN = re.compile(r"[A-Za-z0-9_./:@%+~-]+")  # a path that Hydra reads as written, unquoted
 
 
@@ -59,7 +61,7 @@ _claim: Claim | None = None  # run.py's process: what it claimed (a sweep's work
 def command(hydra_main) -> int:
     """`python run.py ARGS`: check, claim, run; returns the exit status."""
     try:
-        with stop_signals_raise():  # from the first second: a SIGTERM is one line, not a silent death
+        with stop_signals_handled(_stop_handler):  # from the first second: a SIGTERM is one line, not a silent death
             try:
                 sys.argv[1:] = prepare(sys.argv[1:])
                 hydra_main()
@@ -73,6 +75,53 @@ def command(hydra_main) -> int:
         return sweep_status()
     finally:
         _ignore_stop_signals()
+
+
+def _stop_handler(signum, frame):
+    """A stop signal to `run.py`'s own process. Before a sweep's jobs run: stop at once
+    (`Interrupted`). Once they run: every running job is told to save and stop (a SIGTERM to the
+    launcher's worker processes, as a stop to the whole process group would), no job starts any
+    more (the sweep folder's STOP_MARKER), and the sweep ends with the list of the stopped jobs and
+    the commands that resume them; a second signal stops at once."""
+    name = signal.Signals(signum).name
+    c = _claim
+    if c is None or not c.sweep or not os.path.isdir(c.path) or os.path.exists(os.path.join(c.path, STOP_MARKER)):
+        raise Interrupted(name)
+    mark_stopping(c.path, name)
+    workers = _worker_processes()  # those running a job (the others will not start one: the marker)
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)  # SIGTERM, not SIGINT: after a Ctrl-C to the group, a second SIGINT would not save
+    print(f"warning: {name}: the running jobs save a checkpoint and stop; no other job starts (a second "
+          f"{name} stops at once)", file=sys.stderr, flush=True)
+
+
+def mark_stopping(sweep_dir: str, signame: str) -> None:
+    """Mark a sweep as stopping (by `signame`): jobs that have not started will not."""
+    with contextlib.suppress(OSError):
+        with open(os.path.join(sweep_dir, STOP_MARKER), "x") as f:
+            f.write(signame)
+
+
+def _worker_processes() -> list[int]:
+    """The processes this one started that are running a job (joblib's loky workers, submitit's
+    jobs): its children that catch SIGTERM (a job's handler is installed; an idle worker, which
+    would die of it, does not); [] where /proc cannot tell."""
+    out, me = [], os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/status") as f:
+                    caught = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigCgt:"))
+            except (OSError, ValueError, IndexError, StopIteration):
+                continue
+            if ppid == me and caught >> (signal.SIGTERM - 1) & 1:
+                out.append(int(entry))
+    return out
 
 
 # ---------------------------------------------------------------------------- claiming a directory
@@ -192,6 +241,11 @@ def prepare(argv: list[str]) -> list[str]:
             fail(f"hydra.sweep.subdir gives jobs {subdirs[sub]} and {i} the same directory "
                  f"{sub!r}: their files would mix; keep ${{hydra.job.num}} in it")
         subdirs[sub] = i
+        inside = os.path.normpath(os.path.join("sweep", sub))
+        if os.path.isabs(sub) or inside == "sweep" or not inside.startswith("sweep" + os.sep):
+            fail(f"hydra.sweep.subdir gives job {i} the folder {sub!r}, which is not inside the sweep folder: "
+                 "a job's files (results.json, checkpoint.pt, ...) must stay in its sweep, where they cannot "
+                 "replace another run's; keep it a name relative to hydra.sweep.dir, without '..'")
     path, default = _dir_setting(plan.master, "hydra.sweep.dir")
     _claim = claim_dir(path, "hydra.sweep.dir", default, "multirun.yaml", sweep=True)
     _claim.jobs = len(plan.jobs)
@@ -287,19 +341,41 @@ def _run_job(cfg, hydra_config) -> float | list | None:
         saved = os.path.join(run_dir, checkpoint.FILENAME)
         return saved if os.path.isfile(saved) else cfg.get("resume")
 
+    if sweep and os.path.exists(os.path.join(hydra_config.sweep.dir, STOP_MARKER)):
+        _unstarted(run_dir)  # the sweep was stopped before this job began: it does not
+        return None
     try:
         with stop_signals_raise():
             choices = {k: v for k, v in hydra_config.runtime.choices.items() if not k.startswith("hydra")}
             results = experiment.run(cfg, run_dir, run_name=name, group=group, choices=choices)
     except Preempted as e:
+        if sweep:  # the job saved; the sweep goes on to its end, where it lists what was stopped
+            mark_stopping(hydra_config.sweep.dir, e.signame)
+            record = {"job": hydra_config.job.num, "overrides": overrides, "signal": e.signame,
+                      "checkpoint": e.path, "resume": resume(e.path), "time": now()}
+            with contextlib.suppress(OSError):
+                write_json(record, os.path.join(run_dir, STOPPED))
+            warn(f"job {hydra_config.job.num} stopped by {e.signame}; checkpoint saved to {e.path}; continue with: "
+                 f"{record['resume']}")
+            return None
         _ignore_stop_signals()
         fail(f"stopped by {e.signame}; checkpoint saved to {e.path}; continue with: {resume(e.path)}{later}",
              EXIT_CODES.get(e.signame, 130))
     except KeyboardInterrupt as e:
-        _ignore_stop_signals()
         signame = getattr(e, "signame", "SIGINT")
         code = EXIT_CODES.get(signame, 130)
         saved = last_checkpoint()
+        if sweep:  # stopped before training saved (or at once): the sweep ends with the others
+            mark_stopping(hydra_config.sweep.dir, signame)
+            if saved:
+                record = {"job": hydra_config.job.num, "overrides": overrides, "signal": signame,
+                          "checkpoint": saved, "resume": resume(saved), "time": now()}
+                with contextlib.suppress(OSError):
+                    write_json(record, os.path.join(run_dir, STOPPED))
+            else:
+                _unstarted(run_dir)
+            return None
+        _ignore_stop_signals()
         if saved:
             fail(f"stopped by {signame} at once; continue from the last checkpoint with: {resume(saved)}{later}", code)
         if release_claim():
@@ -339,11 +415,41 @@ def _run_job(cfg, hydra_config) -> float | list | None:
     return objective.value(final, cfg.objective)  # what a sweeper optimizes
 
 
+def _unstarted(run_dir: str) -> None:
+    """A job folder the launcher made for a job that did not run: removed, unless it holds work."""
+    if os.path.isdir(run_dir) and not any(f in WORK_FILES for _, _, fs in os.walk(run_dir) for f in fs):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def sweep_status() -> int:
-    """After a sweep: one `error:` line naming the jobs that failed, and exit status 1; else 0."""
+    """After a sweep: for a stopped sweep, one `error:` line listing the jobs it stopped and the
+    commands that resume them (exit 130/143; nothing kept when no job had written work); else one
+    `error:` line naming the jobs that failed, and exit status 1; else 0."""
     c = _claim
     if c is None or not c.sweep:
         return 0
+    marker = os.path.join(c.path, STOP_MARKER)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            signame = f.read().strip() or "SIGTERM"
+        code = EXIT_CODES.get(signame, 130)
+        _ignore_stop_signals()
+        stopped = []
+        for path in sorted(glob.glob(os.path.join(glob.escape(c.path), "*", STOPPED))):
+            with contextlib.suppress(OSError, ValueError):
+                with open(path) as f:
+                    stopped.append(json.load(f))
+        os.unlink(marker)
+        if not stopped and release_claim():
+            fail(f"stopped by {signame} before a job saved anything; nothing was kept: run the same command again",
+                 code)
+        done = len(glob.glob(os.path.join(glob.escape(c.path), "*", "results.json")))
+        if not stopped:
+            fail(f"stopped by {signame}; {done} of {c.jobs} jobs finished, the others did not start (run them "
+                 "again: the sweep folder keeps the finished ones)", code)
+        lines = "; ".join(f"job {r['job']}: {r['resume']}" for r in sorted(stopped, key=lambda r: r['job']))
+        fail(f"stopped by {signame}: {len(stopped)} job(s) saved a checkpoint, continue each with: {lines}; "
+             f"{done} of {c.jobs} jobs finished", code)
     failed = []
     for path in sorted(glob.glob(os.path.join(glob.escape(c.path), "*", FAILURE))):
         try:

@@ -48,7 +48,7 @@ def prune_and_measure(model, cfg, evaluate, validate: bool = False, batches=None
         goal = None if target is None else 1 - (1 - target) * k / rounds  # of the trained network's FLOPs
         small, dead = _cut(net, cfg, crit, None if goal is None else goal * full / float(net.flops()), batches)
         if k < rounds:
-            tuned.append(tune(small, int(cfg.get("round_epochs") or 1)))
+            tuned.append({**tune(small, int(cfg.get("round_epochs") or 1)), "flops": float(small.flops()) / full})
             net = small
     counts = kept_by_name([u.name for u in small.units()], small.sizes(), [u.name for u in model.units()])
     timed = bool(cfg.get("onnx", "auto")) and onnx_missing() is None \

@@ -6,6 +6,7 @@ seconds, sweep jobs that fail at run time, and resume commands that must work wh
 Each case asserts the exit status, the one `error:` or `warning:` line, no traceback, and, where
 files are involved, that the files there before are byte-identical after."""
 import errno
+import glob
 import json
 import os
 import shutil
@@ -409,3 +410,37 @@ def test_a_sweep_job_that_fails_at_run_time_is_recorded_and_the_sweep_goes_on(la
     assert "warning: job 0 (" in failed_log and "NaN or infinite" in failed_log
     done_log = (tmp_path / jobs[1] / "run.log").read_text().splitlines()
     assert done_log[0].startswith("epoch 1: ") and [ln for ln in done_log if ln.startswith("results: ")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["after_checkpoints", "at_once"])
+def test_a_stopped_joblib_sweep_saves_every_running_job_and_lists_how_to_resume(when, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sw"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=smoke", "dataset.train_size=4096",
+            "trainer.epochs=2", "trainer.checkpoint_every_steps=5", "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    t = time.time()
+    if when == "after_checkpoints":  # both running jobs have saved once: the signal comes mid-epoch
+        ready = lambda: len(glob.glob(str(sweep / "*" / "checkpoint.pt"))) >= 2  # noqa: E731
+    else:  # training has begun, no checkpoint yet (issue 24 saw the whole sweep folder deleted): the
+        # first TensorBoard event file of each job says its first steps are done
+        args[6:7] = ["trainer.checkpoint_every_steps=0", "logger=tensorboard", "trainer.log_every=1"]
+        ready = lambda: len(glob.glob(str(sweep / "*" / "tensorboard" / "events.*"))) >= 2  # noqa: E731
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=tmp_path,
+                            env=dict(os.environ, WANDB_MODE="disabled"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while not ready():
+        assert proc.poll() is None and time.time() - t < 600, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the sweep's own process only, as a batch system may
+    _, err = proc.communicate(timeout=600)
+    line = one_error_line("\n".join(ln for ln in err.splitlines() if ln.startswith(("error:", "warning:"))))
+    assert proc.returncode == 143, err[-3000:]
+    stopped = sorted(glob.glob(str(sweep / "*" / "stopped.json")))
+    assert len(stopped) == 2 and "2 job(s) saved a checkpoint, continue each with: job 0: " in line, line
+    assert not glob.glob(str(sweep / "2_*"))  # the third job never started: no folder left of it
+    record = json.load(open(stopped[0]))
+    assert os.path.isfile(record["checkpoint"]) and record["resume"] in line
+    r = subprocess.run(["bash", "-c", 'python() { "$PY" "$@"; }; ' + record["resume"]], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env=dict(os.environ, PY=sys.executable, WANDB_MODE="disabled"))
+    assert r.returncode == 0, r.stderr[-2000:]

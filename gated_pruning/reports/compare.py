@@ -1,7 +1,7 @@
 """The matched-FLOPs comparison: methods side by side at each FLOPs target, seeds aggregated,
 differences paired by seed, from the run records themselves.
 
-    python -m gated_pruning.reports.compare NAME DIR [DIR ...] [--out docs/results] [--page docs/results.md]
+    python -m gated_pruning.reports.compare NAME DIR [DIR ...] [--out docs/results] [--page docs/results.md] [--pair A:B]
 
 Reads every results.json below the DIRs (training runs and the records that
 `python -m gated_pruning.prune` writes for a cut of a finished run) and writes OUT/NAME/:
@@ -23,13 +23,13 @@ import sys
 from gated_pruning.toolkit import run_tool
 from gated_pruning.reports import output, plots
 from gated_pruning.reports.records import load
-from gated_pruning.reports.seeds import mean_std, paired
+from gated_pruning.reports.seeds import mean_std, paired, setting_label
 from gated_pruning.reports.tables import DASH, markdown_table, num, pct, points
 
 TOOL = "python -m gated_pruning.reports.compare"
 FILES = ("results.md", "accuracy_vs_flops.png", "runs.json")
-COLUMNS = ("method", "gates", "target FLOPs", "epochs", "FLOPs kept %", "params kept %", "top-1 trained %",
-           "top-1 cut %", "top-1 fine-tuned %", "test top-1 final %", "val top-1 final %", "seeds")
+COLUMNS = ("method", "gates", "target FLOPs", "epochs", "train compute", "FLOPs kept %", "params kept %",
+           "top-1 trained %", "top-1 cut %", "top-1 fine-tuned %", "test top-1 final %", "val top-1 final %", "seeds")
 TARGET_MEANING = {"budget": "budget (gamma controlled)", "uniform": "uniform width", "cut": "cut after training",
                   "arch_run": "another run's widths", None: DASH}
 WINDOW = (0.2, 0.9)  # a gamma is inside the window when it keeps 20-90% of the FLOPs, no layer dead
@@ -47,19 +47,26 @@ def load_all(dirs: list[str], label: str = "method") -> list:
 
 def groups(runs: list) -> list[dict]:
     """A row per (method, gates, target and its meaning, epochs, and gamma for fixed-gamma runs or
-    the controller's settings unlike the method's for budget runs): means and spreads over its runs
-    (its seeds)."""
+    the controller's settings unlike the method's for budget runs), per network and data
+    (`Run.network`) and per setting (threads, device, processor): means and spreads over its runs
+    (its seeds). Runs of two networks, or of two machines, are never averaged into one row; where a
+    report holds several, each row's label says which."""
     by = {}
     for r in runs:
-        by.setdefault((r.row, r.gates, r.target, r.target_kind, r.epochs_label, r.fixed_gamma, r.budget_overrides),
-                      []).append(r)
+        by.setdefault((r.row, r.gates, r.target, r.target_kind, r.epochs_label, r.fixed_gamma, r.budget_overrides,
+                       r.network, r.thread_setting), []).append(r)
+    several_networks = len({r.network for r in runs}) > 1
+    several_settings = len({r.thread_setting for r in runs}) > 1
     rows = []
-    for (method, gates, target, kind, epochs, gamma, budget), rs in by.items():
+    for (method, gates, target, kind, epochs, gamma, budget, network, setting), rs in by.items():
         label = method if gamma is None else f"{method} (gamma {gamma:g})"
-        row = {"method": f"{label} ({budget})" if budget else label, "gates": gates,
+        label = f"{label} ({budget})" if budget else label
+        where = [network] * several_networks + [setting_label(setting)] * several_settings
+        row = {"method": label + (f" [{'; '.join(where)}]" if where else ""), "gates": gates,
                "target": target, "kind": kind, "epochs": epochs, "n": len(rs), "runs": rs,
-               "seeds": sorted(r.seed for r in rs if r.seed is not None)}
-        for key, value in (("flops_kept", lambda r: r.flops_kept), ("params_kept", lambda r: r.params_kept),
+               "network": network, "seeds": sorted(r.seed for r in rs if r.seed is not None)}
+        for key, value in (("compute", lambda r: r.compute),
+                           ("flops_kept", lambda r: r.flops_kept), ("params_kept", lambda r: r.params_kept),
                            ("trained", lambda r: r.test["trained"]), ("cut", lambda r: r.test["cut"]),
                            ("finetuned", lambda r: r.test["finetuned"]), ("final", lambda r: r.final),
                            ("final_val", lambda r: r.final_val)):
@@ -72,7 +79,8 @@ def groups(runs: list) -> list[dict]:
 
 def main_table(rows: list[dict]) -> str:
     return markdown_table(COLUMNS, [
-        [r["method"], r["gates"], num(r["target"]), r["epochs"], pct(r["flops_kept"]), pct(r["params_kept"]),
+        [r["method"], r["gates"], num(r["target"]), r["epochs"], num(r["compute"], ".1f"), pct(r["flops_kept"]),
+         pct(r["params_kept"]),
          pct(r["trained"], r["trained_std"]), pct(r["cut"], r["cut_std"]), pct(r["finetuned"], r["finetuned_std"]),
          pct(r["final"], r["final_std"]), pct(r["final_val"], r["final_val_std"]),
          f"{r['n']} ({', '.join(map(str, r['seeds']))})"] for r in rows])
@@ -121,12 +129,13 @@ def pairings(rows: list[dict], runs: list) -> list[dict]:
         rs = row["runs"]
         epochs = rs[0].epochs
         refs = {}
+        mine = [r for r in runs if r.network == row["network"] and not r.derived]  # of the same network and data
         if rs[0].method != "uniform" and row["target"] is not None:
-            refs["uniform"] = [r for r in runs if r.method == "uniform" and not r.derived and r.epochs == epochs
+            refs["uniform"] = [r for r in mine if r.method == "uniform" and r.epochs == epochs
                                and r.target == row["target"]]
         if rs[0].method != "dense":
             same = rs[0].compute_epochs or epochs
-            refs["dense"] = [r for r in runs if r.method == "dense" and not r.derived and r.epochs == same]
+            refs["dense"] = [r for r in mine if r.method == "dense" and r.epochs == same]
         found = {}
         for ref, members in refs.items():
             for entry in paired(rs, members):
@@ -146,6 +155,29 @@ def paired_table(pairs: list[dict]) -> str:
                            "vs uniform, val", "vs dense, test", "vs dense, val"), [
         [p["row"]["method"], p["row"]["gates"], num(p["row"]["target"]), p["row"]["epochs"], p["setting"],
          *cells(p.get("uniform")), *cells(p.get("dense"))] for p in pairs])
+
+
+def contrasts(rows: list[dict], pairs: list[str]) -> str:
+    """For each `A:B` of `pairs` (two row methods), the paired difference A - B by seed, per FLOPs
+    target, epochs, network and setting where both have runs: what one difference alone costs
+    (method=binary against method=float_gates: the gate kind, nothing else)."""
+    table = []
+    for spec in pairs:
+        a, b = spec.split(":")
+        for row in rows:
+            rs = row["runs"]
+            if rs[0].row != a:
+                continue
+            others = [r for o in rows for r in o["runs"] if r.row == b and r.target == row["target"]
+                      and r.epochs_label == row["epochs"] and r.network == row["network"]]
+            for entry in paired(rs, others):
+                table.append([f"{a} - {b}", num(row["target"]), row["epochs"], entry["setting"],
+                              points(*entry["test"][:2], entry["test"][2]) if entry["test"][2] else DASH,
+                              points(*entry["val"][:2], entry["val"][2]) if entry["val"][2] else DASH,
+                              ", ".join(map(str, entry["seeds"]))])
+    if not table:
+        return ""
+    return markdown_table(("difference", "target FLOPs", "epochs", "setting", "test", "val", "seeds"), table)
 
 
 def gamma_windows(runs: list) -> str:
@@ -223,10 +255,13 @@ def run_numbers(r) -> dict:
             "threads": r.threads, "device": r.device, "commit": r.commit, "dirty": r.dirty}
 
 
-def body(runs: list, rows: list[dict]) -> str:
+def body(runs: list, rows: list[dict], pairs: tuple = ()) -> str:
     """The tables a docs page's section holds: the main table, what each row's target meant and
-    what made its runs, the paired differences, and for fixed-gamma runs the gamma windows."""
-    text = main_table(rows)
+    what made its runs, the paired differences (and the contrasts of `pairs`, `A:B`), and for
+    fixed-gamma runs the gamma windows."""
+    text = ("\"train compute\" is the training of the network delivered, in epochs of the dense network: "
+            "epochs times the FLOPs of the network trained (a gated network computes every channel until "
+            "its cut), plus each fine-tuning's epochs times the FLOPs of the network tuned.\n\n" + main_table(rows))
     text += ("\n\nWhat each row's FLOPs target meant, the gamma each budget run ended with (by seed; a "
              "budget that froze the architecture ends at 0, its gamma just before is given), and the "
              "thread counts and code commits its runs were made with (\"-\": a record from before "
@@ -247,6 +282,10 @@ def body(runs: list, rows: list[dict]) -> str:
     if ambiguous:
         text += "\n\nNot paired (two reference runs of one seed and setting): " + \
             ", ".join(f"{m} seed {s}" for m, s in ambiguous)
+    contrast = contrasts(rows, list(pairs))
+    if contrast:
+        text += ("\n\nContrasts asked for (`--pair A:B`): each run of A minus the run of B of the same seed, FLOPs "
+                 "target, epochs, network and setting, as mean ± sample std over the pairs.\n\n" + contrast)
     windows = gamma_windows(runs)
     if windows:
         text += ("\n\nFixed-gamma runs (no FLOPs budget): a gamma is in the window when it keeps 20% to "
@@ -269,7 +308,7 @@ def _earlier_comparison(path: str, names: set) -> bool:
 
 
 def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results"), page: str | None = None,
-          label: str = "method") -> str:
+          label: str = "method", pairs: tuple = ()) -> str:
     """Write OUT/NAME/ (and the page's section); returns the section's text. Nothing is written
     unless everything is: the folder is staged, the page rewritten by a rename at the end."""
     output.check_name(name)
@@ -277,8 +316,9 @@ def write(name: str, dirs: list[str], out: str = os.path.join("docs", "results")
         output.read_page(page, name)  # refuse before any work
     runs = load_all(dirs, label)
     rows = groups(runs)
-    section = body(runs, rows)
-    command = f"{TOOL} {name} {' '.join(dirs)}{' --label dir' if label == 'dir' else ''}"
+    section = body(runs, rows, pairs)
+    command = f"{TOOL} {name} {' '.join(dirs)}{' --label dir' if label == 'dir' else ''}" + \
+        "".join(f" --pair {p}" for p in pairs)
     kept = structures(runs)
     md = (f"# {name}\n\nWritten by `{command}` from {len(runs)} run records. Top-1 on the test set unless "
           "marked val (the validation split, where the runs held one out), mean ± sample std over seeds; "
@@ -301,11 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     p = output.report_parser(TOOL, " ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--label", choices=("method", "dir"), default="method",
                    help="name rows by the run's method (default) or by its folder (one row per variant)")
+    p.add_argument("--pair", action="append", default=[], type=_pair_spec, metavar="A:B",
+                   help="also the paired difference A - B of two rows' methods by seed (repeatable)")
     return run_tool(_compare, p.parse_args(argv))
 
 
+def _pair_spec(text: str) -> str:
+    import argparse
+
+    if text.count(":") != 1 or not all(text.split(":")):
+        raise argparse.ArgumentTypeError(f"--pair {text!r} is not A:B (two methods, e.g. binary:float_gates)")
+    return text
+
+
 def _compare(a) -> int:
-    print(write(a.name, a.dirs, a.out, a.page, a.label))
+    print(write(a.name, a.dirs, a.out, a.page, a.label, tuple(a.pair)))
     print(f"\nwrote {os.path.join(a.out, a.name)}/results.md, accuracy_vs_flops.png, runs.json"
           + (f" and the section {a.name} of {a.page}" if a.page else ""))
     return 0

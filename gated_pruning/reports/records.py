@@ -86,6 +86,9 @@ class Run:
     curve: list = dataclasses.field(default_factory=list)  # per epoch: {"epoch", "val_top1" or "test_top1", ...}
     budget_overrides: str = ""  # a budget run's controller settings unlike its method's today (`budget_overrides`)
     row: str = ""  # what names the run's row in a comparison: its method, or its folder (set by the view)
+    machine: str | None = None  # env.device_name: the processor, whose kernels set the last digits too
+    network: str = "-"  # what defines the network and its data (`network_of`): rows never mix two
+    compute: float | None = None  # training compute in epochs of the dense network (`compute_of`)
 
     @property
     def final(self) -> float | None:
@@ -108,9 +111,11 @@ class Run:
 
     @property
     def thread_setting(self) -> tuple:
-        """What reduction order a run's numbers come from: (threads, device); (None, None) for
-        a record without `env`, an unknown setting of its own."""
-        return (self.threads, self.device) if self.threads is not None else (None, None)
+        """What kernels and reduction order a run's numbers come from: (threads, device, machine);
+        (None, None, None) for a record without `env`, an unknown setting of its own. Two
+        processors (an Intel Xeon with AMX, an AMD EPYC) run other bf16 kernels: a run of one
+        seed moves by up to a point between them, as it does between thread counts."""
+        return (self.threads, self.device, self.machine) if self.threads is not None else (None, None, None)
 
     @property
     def sparsity(self) -> list | None:
@@ -361,8 +366,53 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
         nonzero_mean=f.numbers("gates.final.nonzero_mean", len(channels) or None, "the layers are"),
         dense_widths=dense, kept_widths=kept,
         reference_widths=f.numbers("cost.reference.widths"), dead_layers=[str(n) for n in dead], stage=stage,
-        recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds, budget_overrides=budget_overrides(f, method, kind))
+        recipe=recipe_of(f), curve=_curve(f), unit_kinds=kinds, budget_overrides=budget_overrides(f, method, kind),
+        machine=f.text("env.device_name"), network=network_of(f),
+        compute=compute_of(f, gated, derived, flops if flops is not None else cut_flops, cut_flops))
     return run, f.bad
+
+
+def network_of(f: Fields) -> str:
+    """What defines a run's network and data, as one label: the model (family and depth, or
+    torchvision name, or the user's class), its width, the data set and its validation split."""
+    m = f.obj("config.model") or {}
+    target = str(m.get("_target_", ""))
+    if target.endswith("tv.build"):
+        name = str(m.get("name", "torchvision"))
+    elif target.endswith("graph.build"):
+        name = str((m.get("net") or {}).get("_target_", "custom")).rsplit(".", 1)[-1]
+    else:
+        name = f"{target.split('.')[-2] if '.' in target else 'model'}{m.get('depth', '')}"
+    width = m.get("width")
+    d = f.obj("config.dataset") or {}
+    label = f"{name} x{width:g}" if isinstance(width, (int, float)) and width != 1 else name
+    data = str(d.get("name", "?"))
+    if d.get("image_size") and data not in ("cifar10", "cifar100"):
+        data += f" {d['image_size']}px"
+    return f"{label}, {data}" + (f", val {d['val_size']}" if d.get("val_size") else "")
+
+
+def compute_of(f: Fields, gated: bool, derived: bool, flops: float | None, cut: float | None) -> float | None:
+    """The training compute of the network a run delivers, in epochs of the dense network: its
+    training epochs times the FLOPs of the network trained (a gated network computes every channel
+    until its cut: 1; a uniform or Scratch network its own FLOPs kept), plus every fine-tuning's
+    epochs times the FLOPs of the network tuned; a cut of another run (`derived`) adds its own to
+    that run's training. None where the record lacks a term."""
+    epochs = f.number("config.trainer.epochs", integer=True)
+    if epochs is None:
+        return None
+    source = f.text("config.arch.source")
+    trained = flops if source in ("uniform", "run") and not gated and not derived else 1.0
+    if trained is None:
+        return None
+    total = epochs * trained
+    for tuned in (f.get("prune.round_finetunes") or []):
+        if isinstance(tuned, dict) and _number(tuned.get("epochs")) is not None:
+            total += tuned["epochs"] * (_number(tuned.get("flops")) or cut or 1.0)
+    tuned = f.number("prune.finetune.epochs", integer=True)
+    if tuned:
+        total += tuned * (cut if cut is not None else 1.0)
+    return total
 
 
 def _compute_epochs(f, flops: float | None) -> int | None:

@@ -1,7 +1,8 @@
 """What a report may say about seeds: mean ± sample std over a row's seeds, and paired
 differences (a run minus the reference run of the same seed, the same data order), made only
-between runs of one thread setting: the thread count changes the reduction order, and by that
-alone about a point of accuracy, so a pair across settings would measure the threads."""
+between runs of one setting (thread count, device, processor): the thread count changes the
+reduction order, the processor the bf16 kernels, and by that alone a run moves by up to a point,
+so a pair across settings would measure the machine."""
 from __future__ import annotations
 
 import statistics
@@ -16,12 +17,19 @@ def mean_std(values) -> tuple[float | None, float | None]:
 
 
 def setting_label(setting: tuple) -> str:
-    """`1 thread`, `8 threads on cuda:0`; `unknown` for records without `env`."""
-    threads, device = setting
+    """`1 thread (AMD EPYC)`, `8 threads on cuda:0 (NVIDIA H200)`; `unknown` for records without `env`."""
+    threads, device, machine = setting
     if threads is None:
         return "unknown (records without env)"
     where = f" on {device}" if device and device != "cpu" else ""
-    return f"{threads} thread{'s' if threads != 1 else ''}{where}"
+    return f"{threads} thread{'s' if threads != 1 else ''}{where}" + (f" ({short_machine(machine)})" if machine else "")
+
+
+def short_machine(name: str) -> str:
+    """A processor's name without its trademarks: `Intel Xeon`, `AMD EPYC`."""
+    for mark in ("(R)", "(TM)", "(tm)", " Processor", " CPU"):
+        name = name.replace(mark, "")
+    return " ".join(name.split())
 
 
 def paired(runs: list, refs: list) -> list[dict]:
@@ -49,5 +57,5 @@ def paired(runs: list, refs: list) -> list[dict]:
 
 
 def _setting_order(setting: tuple):
-    threads, device = setting
-    return (threads is None, threads or 0, device or "")
+    threads, device, machine = setting
+    return (threads is None, threads or 0, device or "", machine or "")
