@@ -120,6 +120,10 @@ def source_run(run_dir, units) -> dict:
     try:
         with open(path) as f:
             res = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"arch.run={run_dir}: its {RESULTS} cannot be read ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:120]}): a truncated or damaged record") from None
+    try:
         widths = res["prune"]["compact"]["widths"]
         assert isinstance(widths, list) and all(isinstance(w, int) for w in widths)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):

@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gated_pruning.config import flatten
-from gated_pruning.errors import CheckpointError
+from gated_pruning.errors import CheckpointError, UserError
 from gated_pruning.runtime import save_torch
+from gated_pruning.toolkit import intact
 
 FORMAT = 1
 FILENAME = "checkpoint.pt"
@@ -49,6 +50,10 @@ def resolve(path: str) -> str:
 
 def load(path: str, map_location="cpu") -> dict:
     path = resolve(path)
+    try:
+        intact(path, "; resume from another checkpoint, or run again")
+    except UserError as e:
+        raise CheckpointError(f"resume={e}") from None
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, garbage or pickled code: all refused

@@ -16,6 +16,8 @@ SPLIT_SIZES = {n: d.splits for n, d in DECLARED.items() if d.kind == "memory"}
 MODEL_DEPTHS = {"gated_pruning.models.vgg.build": (11, 13, 16, 19),
                 "gated_pruning.models.resnet.build": (20, 32, 44, 56, 110)}
 
+SYNTHETIC_BYTES = 8 * 2**30  # the memory a synthetic set may take to make
+
 # Each takes the resolved config as a plain dict and returns what is wrong, or None.
 
 def _warmup_within_run(c: dict) -> str | None:
@@ -40,6 +42,12 @@ def _dataset_keys_match_name(c: dict) -> str | None:
         for k in ("train_size", "test_size"):
             if d[k] is None:
                 return f"dataset.{k}=null: a synthetic data set needs a size (an integer >= 1)"
+        images = d["train_size"] + (d.get("val_size") or 0) + d["test_size"]
+        made = images * 3 * (d.get("image_size") or 32) ** 2 * 8  # float32 twice while it is drawn
+        if made > SYNTHETIC_BYTES:
+            return (f"dataset.train_size + val_size + test_size = {images:,} synthetic images of "
+                    f"{d.get('image_size') or 32} px take about {made / 2**30:,.0f} GiB to make; at most "
+                    f"{SYNTHETIC_BYTES / 2**30:.0f} GiB (a real data set: dataset=cifar100 or imagefolder)")
     if kind != "synthetic" and not d.get("root"):
         return f"dataset={d['name']} needs dataset.root=DIR (the folder that holds it)"
     if kind == "folder":

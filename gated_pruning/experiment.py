@@ -92,8 +92,27 @@ def network(cfg, dims: dict, binarizer, arch: dict, load: bool = True):
 def check_buildable(cfg, dims: dict) -> None:
     """Build what `build_trainer` builds from the config alone (the architecture, the network, its
     gates' penalty, the budget, the lr schedule) on the meta device: no memory, no data, but every
-    constructor's check, so that `run.py` refuses a run before its directory exists."""
-    with torch.device("meta"):
+    constructor's check, so that `run.py` refuses a run before its directory exists. A network that
+    cannot be built on the meta device (one that copies tensors while it is made) is built on the
+    CPU instead; one that cannot be built at all is one ConfigError line."""
+    try:
+        _build_all(cfg, dims, "meta")
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - the meta device's own limits: the CPU says whether it builds
+        try:
+            _build_all(cfg, dims, "cpu")
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a network that cannot be built: one line, no traceback
+            what = cfg.model.get("name") or cfg.model.get("_target_")
+            cause = e.__cause__ or e
+            raise ConfigError(f"model {what} cannot be built ({type(cause).__name__}: "
+                              f"{' '.join(str(cause).split())[:200]})") from None
+
+
+def _build_all(cfg, dims: dict, device: str) -> None:
+    with torch.device(device):
         _schedule(cfg.optimizer)
         arch = architecture(cfg, dims)
         model = build(model_node(cfg), binarizer=build(cfg.binarizer), **dims)  # counts: arch checked them

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from gated_pruning.errors import UserError
 from gated_pruning.runtime import write_bytes
-from gated_pruning.toolkit import one_line
+from gated_pruning.toolkit import intact, one_line
 
 COMPACT_FILE = "compact.pt2"
 ONNX_FILE = "compact.onnx"
@@ -81,6 +81,7 @@ def load_compact(path: str):
     if not _is_pt2_archive(path):
         raise UserError(f"{path}: not a compact network (a torch.export .pt2 archive, as written by a run "
                         "or by gated_pruning.prune)")
+    intact(path, "; prune the run again for a new one (python -m gated_pruning.prune RUN_DIR)")
     extra = {"meta.json": ""}
     try:
         program = torch.export.load(path, extra_files=extra)

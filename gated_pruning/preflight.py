@@ -12,6 +12,7 @@ so that a typo is refused without torch's two-second import.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -194,7 +195,10 @@ def _job_problems(cfg, base_leaves: set) -> list[str]:
     gone = sorted(base_leaves - _leaves(cfg))
     if gone:
         return [f"{gone[0]} is missing: an override replaced the section that holds it"]
-    return problems(resolved(job_part(cfg)))
+    try:
+        return problems(resolved(job_part(cfg)))
+    except UserError as e:  # an interpolation that does not resolve: ${oc.env:UNSET}, ${no.such.key}
+        return [str(e)]
 
 
 def _environment_problem(c: dict, local: bool, cache: dict) -> str | None:
@@ -234,6 +238,9 @@ def _environment_problem(c: dict, local: bool, cache: dict) -> str | None:
                 imagefolder.verify(train + val + test)
                 cache[key] = classes
             classes = cache[key]
+        if importlib.util.find_spec("torch_pruning") is None:  # the pruning step needs it, after all the training
+            raise UserError("torch-pruning is not installed: the networks are compacted through its dependency "
+                            "graph (pip install -e ., or pip install 'torch-pruning>=1.6,<1.7')")
         experiment.check_buildable(OmegaConf.create(c), describe(d, classes).model_args)
     except UserError as e:
         return str(e)

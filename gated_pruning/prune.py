@@ -26,7 +26,7 @@ from gated_pruning.experiment import network
 from gated_pruning.pruning import prune
 from gated_pruning.runtime import RESULTS, check_device, environment, pick_device, set_threads, write_json
 from gated_pruning.stats import cost
-from gated_pruning.toolkit import ArgumentParser, arg, one_line, readable_dir, readable_file, run_tool, staged, warn
+from gated_pruning.toolkit import ArgumentParser, arg, intact, one_line, readable_dir, readable_file, run_tool, staged, warn
 from gated_pruning.train import evaluate
 
 
@@ -82,7 +82,7 @@ def _check_flags(a) -> None:
 
 def _load_run(run_dir: str) -> tuple[dict, str]:
     readable_dir(run_dir, "run directory")
-    path = readable_file(os.path.join(run_dir, "model.pt"), ": give the directory of a finished run")
+    path = intact(readable_file(os.path.join(run_dir, "model.pt"), ": give the directory of a finished run"))
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled code: all refused

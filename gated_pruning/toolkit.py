@@ -96,6 +96,26 @@ def readable_file(path: str, what: str = "") -> str:
     return path
 
 
+def intact(path: str, what: str = "") -> str:
+    """`path` if its zip archive (torch.save and torch.export files are zip archives) matches the
+    checksums it carries, else a one-line UserError naming the file and the first damaged member.
+    torch.load reads damaged bytes without a word; this catches them before they are used. A file
+    that is not a zip archive (torch's legacy format) is left to its reader."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return path
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
+        raise UserError(f"{path} is damaged: its archive cannot be read ({type(e).__name__}: "
+                        f"{one_line(e, 120)}){what}") from None
+    if bad is not None:
+        raise UserError(f"{path} is damaged: {bad} does not match its checksum (the zip CRC){what}")
+    return path
+
+
 def readable_dir(path: str, what: str = "") -> str:
     """`path` if it is a folder this process can read, else a one-line UserError saying which."""
     name = f"{what} {path}" if what else path
@@ -136,6 +156,9 @@ def staged(out: str, flag: str = "--out", replace: bool = False):
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
         os.chmod(tmp, _folder_mode())
     except OSError as e:
+        for d in created:  # the folders made for it go too: a refused output leaves nothing behind
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
         raise UserError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
     ok = False
     try:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -160,9 +161,21 @@ class Trainer:
     def _check_finite(self) -> None:
         bad = int(self._first_bad.item())
         if bad >= 0:
-            raise Diverged(f"training loss became NaN or infinite at step {bad} (epoch "
-                           f"{bad // len(self.train_loader)}); lower the learning rate or gamma; "
-                           f"the last good checkpoint, if any, is {self.checkpoint_path()}")
+            raise Diverged(f"{self._what()} loss became NaN or infinite at step {bad} (epoch "
+                           f"{bad // len(self.train_loader)}); {self._remedy()}")
+
+    def _what(self) -> str:
+        return {"": "training", "finetune/": "fine-tuning", "round/": "fine-tuning between rounds"}.get(
+            self.prefix, self.prefix.rstrip("/"))
+
+    def _remedy(self) -> str:
+        """What to change after a divergence, and the checkpoint to go on from where one exists."""
+        lr = self.opt_w.param_groups[0].get("initial_lr", self.opt_w.param_groups[0]["lr"])
+        if self.prefix:  # fine-tuning a pruned network: its own lr, no checkpoint of its own
+            return f"lower prune.finetune_lr (it is {lr:g}); the trained network is in model.pt"
+        path = self.checkpoint_path()
+        saved = f"; the last good checkpoint is {path}" if os.path.isfile(path) else "; no checkpoint was saved yet"
+        return f"lower optimizer.lr (it is {lr:g}) or gamma" + saved
 
     def _train_step(self, x, y):
         with self._autocast():
@@ -195,6 +208,7 @@ class Trainer:
             raise ConfigError(f"the training set ({self.train_loader.num_examples} examples) is "
                              f"smaller than dataset.batch_size={self.train_loader.batch_size}")
         self.model.train()
+        clock = (self.step, time.perf_counter())  # where the time estimate starts counting
         with self._signals_save() if self.resumable else contextlib.nullcontext():
             while self.epoch < cfg.epochs:
                 batches = self.train_loader.epoch(self.epoch, self.batch)
@@ -205,6 +219,11 @@ class Trainer:
                     self._train_step(x, y)
                     self.step += 1
                     self.batch += 1
+                    if self.step - clock[0] == ETA_AFTER and not self.prefix and distributed.is_main():
+                        line = eta_line((time.perf_counter() - clock[1]) / ETA_AFTER,
+                                        cfg.epochs * steps_per_epoch - self.step, cfg.epochs, self.device)
+                        if line:
+                            print(line, file=sys.stderr, flush=True)
                     if cfg.log_every and self.step % cfg.log_every == 0:
                         self._log_train(bar)
                     if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
@@ -314,9 +333,8 @@ class Trainer:
         """Write the full training state atomically (rank 0); a non-finite state is never written."""
         tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
         if not torch.stack([torch.isfinite(t).all() for t in tensors]).all():
-            raise Diverged(f"weights or BN statistics became NaN or infinite by step {self.step}; lower the "
-                           f"learning rate or gamma; the last good checkpoint, if any, is "
-                           f"{self.checkpoint_path()}")
+            raise Diverged(f"{self._what()}: weights or BN statistics became NaN or infinite by step {self.step}; "
+                           f"{self._remedy()}")
         path = self.checkpoint_path()
         if distributed.is_main():
             checkpoint.save(self.state_dict(), path)
@@ -377,6 +395,27 @@ class Trainer:
 
         with stop_signals_handled(handler):
             yield
+
+
+ETA_AFTER = 20  # steps timed before the estimate of the whole run is said (the first are the slowest)
+ETA_AT_LEAST = 600  # seconds: a run shorter than this says nothing about its time
+
+
+def eta_line(seconds_per_step: float, steps_left: int, epochs: int, device) -> str | None:
+    """The one line a long run prints after its first steps: how long the rest will take at the
+    speed measured, and, on a CPU and over an hour, the preset sized for a CPU; None for a run of
+    a few minutes."""
+    left = seconds_per_step * steps_left
+    if left < ETA_AT_LEAST:
+        return None
+    hours, minutes = divmod(int(round(left / 60)), 60)
+    text = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    line = (f"estimated time: {text} more for {epochs} epochs ({seconds_per_step:.2f} s a step here; "
+            "Ctrl-C saves a checkpoint and prints the command that continues)")
+    if torch.device(device).type == "cpu" and left > 3600:
+        line += ("; on a CPU, experiment=cpu_cifar100 (VGG-16 x0.25, 4 epochs, minutes) and "
+                 "experiment=cpu_converged (16 epochs) are the runs sized for one")
+    return line
 
 
 @torch.no_grad()

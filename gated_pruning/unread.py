@@ -18,6 +18,8 @@ CONDITIONAL_KEYS = [
                              "budget.enabled=true"),
     ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",
      "model.widths or arch.run sets every width"),
+    ("model.min_keep", lambda c: _channel_gates(c["model"]), "it is a floor per channel group, and only residual "
+     "blocks are gated (a block gate has no floor: a removed block leaves its shortcut)"),
     ("arch.run", lambda c: c["arch"]["source"] == "run", "only arch.source=run reads it"),
     ("model.weights_key", lambda c: bool(c["model"].get("weights")), "it says where model.weights holds its state dict, and model.weights is null"),
     ("arch.target_flops", lambda c: c["arch"]["source"] == "uniform", "only arch.source=uniform reads it"),
@@ -30,6 +32,13 @@ CONDITIONAL_KEYS = [
      ("taylor", "thinet", "lasso"), "only prune.criterion=taylor, thinet and lasso read training images"),
     ("prune", lambda c: c["prune"]["enabled"], "prune.enabled=false: the run is not pruned"),
 ]
+
+
+def _channel_gates(m: dict) -> bool:
+    """Whether the model gates any channel group (not only residual blocks)."""
+    if "inner_gates" in m:
+        return bool(m["inner_gates"] or m.get("gate_stream"))
+    return bool(m.get("channel_gates", True))
 
 
 SWITCHES = ("prune.enabled", "budget.enabled")  # a section's own on/off key is always read

@@ -16,8 +16,9 @@ import os
 
 import torch
 
-from gated_pruning.errors import ConfigError
+from gated_pruning.errors import ConfigError, UserError
 from gated_pruning.gates import Gate
+from gated_pruning.toolkit import intact
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")  # where known files keep the weights
@@ -29,6 +30,10 @@ def read(path: str, key: str | None = None) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{where}: no such file (a state dict saved by torch.save, a run's model.pt, "
                           "or a torchvision or timm weights file)")
+    try:
+        intact(path)
+    except UserError as e:
+        raise ConfigError(f"model.weights={e}") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except Exception as e:  # noqa: BLE001 - truncated, foreign or pickled code: all refused

@@ -147,6 +147,11 @@ WARNINGS = [
     # to cut it later with the prune tool)
     ("method=slimming prune.finetune_epochs=0", "prune.criterion='gate' does nothing here: it ranks channels for a "
                                                 "cut to prune.target_flops, which is null"),
+    # issue 24: a floor per channel group where only blocks are gated
+    ("model=resnet20 model.block_gates=true model.inner_gates=false model.min_keep=2",
+     "model.min_keep=2 does nothing here: it is a floor per channel group, and only residual blocks are gated"),
+    ("prune.rounds=3", "prune.rounds=3 does nothing here: only a cut to prune.target_flops has rounds"),
+    ("model.weights_key=state_dict", "model.weights_key='state_dict' does nothing here"),
 ]
 
 
@@ -444,3 +449,74 @@ def test_a_stopped_joblib_sweep_saves_every_running_job_and_lists_how_to_resume(
     r = subprocess.run(["bash", "-c", 'python() { "$PY" "$@"; }; ' + record["resume"]], cwd=ROOT, capture_output=True,
                        text=True, timeout=600, env=dict(os.environ, PY=sys.executable, WANDB_MODE="disabled"))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def damaged(src, dst):
+    """A copy of `src` with 64 bytes in its middle flipped (what a bad disk or a cut copy leaves)."""
+    data = bytearray(open(src, "rb").read())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    open(dst, "wb").write(bytes(data))
+    return dst
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_model_or_compact_file_is_one_line_naming_it(tmp_path):
+    run = tmp_path / "run"
+    assert run_py("experiment=smoke", "trainer.epochs=1", f"hydra.run.dir={run}").returncode == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    damaged(run / "checkpoint.pt", bad / "checkpoint.pt")
+    r = run_py("experiment=smoke", "trainer.epochs=1", f"resume={bad / 'checkpoint.pt'}",
+               f"hydra.run.dir={tmp_path / 'resumed'}")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and f"{bad / 'checkpoint.pt'} is damaged" in line and "checksum" in line, line
+    assert not (tmp_path / "resumed").exists()
+    damaged(run / "model.pt", bad / "model.pt")
+    r = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(bad), "--threshold", "0"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad / 'model.pt'} is damaged" in one_error_line(r.stderr)
+    damaged(run / "compact.pt2", bad / "compact.pt2")
+    r = subprocess.run([sys.executable, "-m", "gated_pruning.evaluate", str(bad / "compact.pt2")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad / 'compact.pt2'} is damaged" in one_error_line(r.stderr)
+    r = run_py("experiment=smoke", f"model.weights={bad / 'model.pt'}", f"hydra.run.dir={tmp_path / 'w'}")
+    assert r.returncode == 2 and "is damaged" in one_error_line(r.stderr)
+
+
+@pytest.mark.slow
+def test_messages_name_the_key_to_change_and_a_file_that_exists(tmp_path):
+    # fine-tuning that diverges: its own learning rate, not a checkpoint that never exists
+    r = run_py("experiment=smoke", "method=l1norm", "target_flops=0.5", "prune.finetune_lr=1e5",
+               f"hydra.run.dir={tmp_path / 'ft'}")
+    line = one_error_line(r.stderr)
+    assert "fine-tuning loss became NaN or infinite" in line and "lower prune.finetune_lr (it is 100000)" in line
+    assert "finetune_checkpoint.pt" not in line
+    # training that diverges before its first checkpoint says there is none
+    r = run_py("experiment=smoke", "optimizer.lr=1e4", "optimizer.schedule=constant", f"hydra.run.dir={tmp_path / 'd'}")
+    assert "lower optimizer.lr (it is 10000) or gamma; no checkpoint was saved yet" in one_error_line(r.stderr)
+    # a truncated record as a source of widths: cannot be read, not "has no pruned widths"
+    (tmp_path / "trunc").mkdir()
+    (tmp_path / "trunc" / "results.json").write_text('{"prune": {"compact": {"wid')
+    r = run_py("experiment=smoke", "method=scratch_e", f"arch.run={tmp_path / 'trunc'}",
+               f"hydra.run.dir={tmp_path / 's'}")
+    assert "its results.json cannot be read (JSONDecodeError" in one_error_line(r.stderr)
+
+
+def test_a_tool_refused_its_output_folder_leaves_none_of_the_folders_it_made(finished_run, tmp_path, capsys):
+    out = tmp_path / "made" / "for" / ("x" * 300)  # a name too long for the file system
+    assert prune.main([str(finished_run), "--threshold", "0", "--out", str(out)]) == 2
+    assert "cannot write there (File name too long)" in capsys.readouterr().err
+    assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_torch_pruning_is_found_before_the_run_not_after_its_training(tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import importlib.util\n_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a, **k: None if n == 'torch_pruning' else _find(n, *a, **k)\n")
+    r = run_py("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPATH": str(hide)})
+    assert r.returncode == 2 and "torch-pruning is not installed" in one_error_line(r.stderr)
+    assert not (tmp_path / "run").exists()

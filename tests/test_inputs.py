@@ -252,6 +252,15 @@ BAD_RUNS = [
     ("-m seed=0,1 hydra.sweep.subdir=${hydra:runtime.choices.method}",
      "hydra.sweep.subdir=${hydra:runtime.choices.method}: job 0: "),  # no method chosen: None
     ("-m gama=0,1", "gama=0,1: no such config key; did you mean gamma?"),
+    # issue 24: interpolations that do not resolve, sizes that cannot be made, networks that cannot be built
+    ("seed=${oc.env:GATED_PRUNING_UNSET}", "cannot resolve the config (KeyError raised while resolving interpolation"),
+    ("gamma=${no.such.key}", "Interpolation key 'no.such.key' not found"),
+    ("dataset.val_size=100000000", "synthetic images of 32 px take about 2,289 GiB to make; at most 8 GiB"),
+    ("model=torchvision model.width=2", "a width above 1 would need new channels it does not define"),
+    ("model=torchvision model.name=regnet_y_400mf", "is a grouped convolution (6 groups) that is not depthwise"),
+    ("model=torchvision model.name=fcn_resnet50", "model.name=fcn_resnet50 is not a torchvision classification model"),
+    ("model=torchvision model.name=raft_small", "model.name=raft_small is not a torchvision classification model"),
+    ("method=scratch_e arch.run=/dev/null/x", "arch.run=/dev/null/x: no results.json there"),
 ]
 
 

@@ -100,3 +100,31 @@ def test_plain_baseline_runs_and_prunes_nothing(tmp_path):
     assert res["gates"]["final"] is None and res["gates"]["history"] == []
     assert res["prune"]["kept"] == {"params": 1.0, "flops": 1.0}
     assert res["prune"]["test"]["compact"] == pytest.approx(res["prune"]["test"]["dense"], abs=1e-4)
+
+
+def test_a_long_run_says_how_long_it_will_take_and_on_a_cpu_which_preset_fits():
+    from gated_pruning.train import eta_line
+
+    # the paper recipe at 1.5 s a step: 160 epochs x 390 steps left = 93,600 s = 26 h 0 min
+    line = eta_line(1.5, 160 * 390, 160, "cpu")
+    assert line.startswith("estimated time: 26 h 0 min more for 160 epochs (1.50 s a step here; ")
+    assert "experiment=cpu_cifar100" in line
+    assert eta_line(1.0, 900, 4, "cuda") == ("estimated time: 15 min more for 4 epochs (1.00 s a step here; Ctrl-C "
+                                            "saves a checkpoint and prints the command that continues)")
+    assert eta_line(0.01, 1000, 2, "cpu") is None  # minutes: nothing said
+
+
+def test_the_estimate_is_printed_once_after_the_first_steps(tmp_path, monkeypatch, capsys):
+    import gated_pruning.train as train
+    from gated_pruning import experiment
+
+    ticks = iter(range(0, 10**12, 36000))  # every clock reading ten hours later: a very slow machine
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return float(next(ticks))
+    monkeypatch.setattr(train, "time", Clock)
+    experiment.run(make_cfg("experiment=smoke", "trainer.epochs=4", "prune.enabled=false"), str(tmp_path))
+    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("estimated time:")]
+    assert len(said) == 1 and "on a CPU, experiment=cpu_cifar100" in said[0]

@@ -160,8 +160,9 @@ class GraphNet(GatedNetwork):
 
         from gated_pruning.models.protocol import reinitialize
 
-        if not width > 0:
-            raise ValueError(f"model.width={width} must be > 0")
+        if not 0 < width <= 1:
+            raise ValueError(f"model.width={width}: {self.name} is scaled down from its own widths (a cut of each "
+                             "channel group); a width above 1 would need new channels it does not define")
         graph = self._graph()
         with torch.no_grad():
             for _, bns in groups:
