@@ -11,6 +11,7 @@ import copy
 import importlib.util
 import io
 import json
+import logging
 import os
 import zipfile
 
@@ -56,9 +57,17 @@ def onnx_missing() -> str | None:
 def onnx_bytes(program) -> bytes:
     """The ONNX model of a torch.export program (torch's exporter; its progress lines silenced):
     input `x`, output `logits`, the batch dimension dynamic."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, input_names=["x"],
-                                         output_names=["logits"])
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [g.level for g in loggers]
+    try:  # its passes log each step at INFO, which a Hydra job would print
+        for g in loggers:
+            g.setLevel(logging.WARNING)
+        with contextlib.redirect_stdout(io.StringIO()):
+            onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, input_names=["x"],
+                                             output_names=["logits"])
+    finally:
+        for g, level in zip(loggers, levels):
+            g.setLevel(level)
     return onnx_program.model_proto.SerializeToString()
 
 

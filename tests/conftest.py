@@ -116,7 +116,9 @@ def preset_needs(run_dir) -> dict:
     that model=custom gates."""
     return {"method=scratch_e": [f"arch.run={run_dir}"], "method=scratch_b": [f"arch.run={run_dir}"],
             "method=uniform": ["target_flops=0.5"], "method=l1norm": ["target_flops=0.5"],
-            "method=slimming": ["target_flops=0.5"], "binarizer=hard_concrete": ["penalty=l0"],
+            "method=slimming": ["target_flops=0.5"], "method=taylor": ["target_flops=0.5"],
+            "method=thinet": ["target_flops=0.5"], "method=lasso": ["target_flops=0.5"],
+            "binarizer=hard_concrete": ["penalty=l0"],
             "penalty=l0": ["binarizer=hard_concrete"],
             "model=custom": [f"model.net._target_={USER_NET}"],
             "dataset=imagefolder": [f"dataset.root={run_dir}"]}

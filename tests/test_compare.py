@@ -68,16 +68,16 @@ def test_comparison_aggregates_seeds_and_keeps_the_docs_page_in_step(tmp_path):
     table = compare.write("t", [str(tmp_path / "runs")], str(tmp_path / "out"), str(readme))
     rows = [ln.split("|")[1:-1] for ln in first_table(table)[2:]]
     by = {r[0].strip(): [c.strip() for c in r] for r in rows}
-    assert by["dense"][9] == "31.00 ± 1.41" and by["dense"][10] == "-" and by["dense"][11] == "2 (0, 1)"
-    assert by["uniform"][9] == "28.00 ± 1.00" and by["uniform"][4] == "50.00"
-    assert by["l1norm"][7] == "10.00" and by["l1norm"][8] == "25.00" and by["l1norm"][9] == "25.00"
+    assert by["dense"][10] == "31.00 ± 1.41" and by["dense"][11] == "-" and by["dense"][12] == "2 (0, 1)"
+    assert by["uniform"][10] == "28.00 ± 1.00" and by["uniform"][5] == "50.00"
+    assert by["l1norm"][8] == "10.00" and by["l1norm"][9] == "25.00" and by["l1norm"][10] == "25.00"
     text = readme.read_text()
     assert output.section(text, "t") == table and text.startswith("intro") and text.endswith("end\n")
     assert (tmp_path / "out" / "t" / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 6 | sss | float | 0.5 | 0 | 4/16 30/32 | 0 | 0.31 |" in (tmp_path / "out" / "t" / "results.md").read_text()
     # one row per run folder: exploratory variants that share a method
     table = compare.write("v", [str(tmp_path / "runs")], str(tmp_path / "out"), label="dir")
-    rows = {ln.split("|")[1].strip(): ln.split("|")[10].strip() for ln in first_table(table)[2:]}
+    rows = {ln.split("|")[1].strip(): ln.split("|")[11].strip() for ln in first_table(table)[2:]}
     assert rows == {"0": "30.00", "1": "32.00", "2": "28.00", "3": "29.00", "4": "27.00", "5": "25.00", "6": "27.00"}
     # a page without the section is refused before anything is written
     with pytest.raises(ReportError, match="no section"):
@@ -170,15 +170,15 @@ def test_paired_differences_by_seed_computed_by_hand(tmp_path):
     body = compare.write("p", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"))
     # test: vs uniform 0.005, -0.02; vs dense -0.015, -0.05. val: vs uniform 0.01, -0.01; vs dense -0.01, -0.05
     [sss] = paired_rows(body, "sss")
-    assert sss[4:] == ["1 thread", "-0.75 ± 1.77 (n=2)", "+0.00 ± 1.41 (n=2)", "-3.25 ± 2.47 (n=2)",
+    assert sss[4:] == ["1 thread (stub)", "-0.75 ± 1.77 (n=2)", "+0.00 ± 1.41 (n=2)", "-3.25 ± 2.47 (n=2)",
                        "-3.00 ± 2.83 (n=2)"]
     [uniform] = paired_rows(body, "uniform")  # uniform is paired with dense only: 3 seeds
     assert uniform[5:7] == ["-", "-"] and uniform[7] == "-3.00 ± 1.00 (n=3)"
     assert paired_rows(body, "dense") == []
     # val and test columns: mean ± std over the row's seeds, test and val of the same network
-    main = table_by(body, "| method | gates | target FLOPs | epochs | FLOPs kept %")
-    assert main["sss"][0][9:12] == ["26.83 ± 1.76", "36.67 ± 2.08", "3 (0, 1, 3)"]
-    assert main["dense"][0][9:11] == ["31.00 ± 1.00", "40.00 ± 1.00"]
+    main = table_by(body, "| method | gates | target FLOPs | epochs | train compute")
+    assert main["sss"][0][10:13] == ["26.83 ± 1.76", "36.67 ± 2.08", "3 (0, 1, 3)"]
+    assert main["dense"][0][10:12] == ["31.00 ± 1.00", "40.00 ± 1.00"]
     # what made the runs: the target's meaning, the gamma each budget ended with, threads, commits
     prov = table_by(body, "| method | gates | target FLOPs | epochs | target is")
     assert prov["sss"][0][4:] == ["budget (gamma controlled)", ", ".join(["0 (frozen; 0.001 before)"] * 3), "1",
@@ -218,10 +218,10 @@ def test_two_budget_controllers_are_two_rows_named_by_what_differs_from_the_meth
     runs["old_binary"]["config"]["budget"].update(ramp=0.5)
     runs["binary"]["config"]["budget"].update(ramp=0.3, freeze_on_target=True, reopen=True)
     body = compare.write("c", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"))
-    main = table_by(body, "| method | gates | target FLOPs | epochs | FLOPs kept %")
-    assert main["sss"][0][9] == "30.50 ± 0.71" and main["sss (budget.reopen=true)"][0][9] == "20.50 ± 0.71"
-    assert main["binary"][0][9] == "26.00"
-    assert main["binary (budget.ramp=0.5, budget.freeze_on_target=false, budget.reopen=false)"][0][9] == "25.00"
+    main = table_by(body, "| method | gates | target FLOPs | epochs | train compute")
+    assert main["sss"][0][10] == "30.50 ± 0.71" and main["sss (budget.reopen=true)"][0][10] == "20.50 ± 0.71"
+    assert main["binary"][0][10] == "26.00"
+    assert main["binary (budget.ramp=0.5, budget.freeze_on_target=false, budget.reopen=false)"][0][10] == "25.00"
 
 
 def test_runs_are_never_paired_across_thread_settings(tmp_path):
@@ -231,13 +231,17 @@ def test_runs_are_never_paired_across_thread_settings(tmp_path):
             "sss_2t": stub.record("sss", 0, 0.27, threads=2, commit="fedcba9876"),
             "sss_old": stub.record("sss", 0, 0.28, env=False)}
     body = compare.write("t", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"))
-    # sss at 2 threads has no reference at 2 threads; the records without env pair with each other only
-    [sss] = paired_rows(body, "sss")
+    # a row per setting, named by it; sss at 2 threads has no reference at 2 threads; the records
+    # without env pair with each other only
+    unknown, two, one = " [unknown (records without env)]", " [2 threads (stub)]", " [1 thread (stub)]"
+    [sss] = paired_rows(body, "sss" + unknown)
     assert sss[4:] == ["unknown (records without env)", "-", "-", "-2.00 (n=1)", "-"]
-    [uniform] = paired_rows(body, "uniform")
-    assert uniform[4] == "1 thread" and uniform[7] == "-5.00 (n=1)"  # against the 1-thread dense run only
+    assert paired_rows(body, "sss" + two) == []
+    [uniform] = paired_rows(body, "uniform" + one)
+    assert uniform[4] == "1 thread (stub)" and uniform[7] == "-5.00 (n=1)"  # against the 1-thread dense run only
     prov = table_by(body, "| method | gates | target FLOPs | epochs | target is")
-    assert prov["sss"][0][6:] == ["-, 2", "fedcba9, -"] and prov["uniform"][0][7] == "0123456 (dirty)"
+    assert prov["sss" + two][0][6:] == ["2", "fedcba9"] and prov["sss" + unknown][0][6:] == ["-", "-"]
+    assert prov["uniform" + one][0][7] == "0123456 (dirty)"
 
 
 def test_a_malformed_record_is_one_warning_line_and_the_rest_is_reported(tmp_path, capsys):
@@ -254,7 +258,7 @@ def test_a_malformed_record_is_one_warning_line_and_the_rest_is_reported(tmp_pat
     assert "prune.compact.widths has 5 entries, the dense widths are 13" in err
     main = table_by((tmp_path / "out" / "m" / "results.md").read_text(), "| method | gates | target FLOPs")
     # the broken run's cut top-1 counts as missing, never replaced by its trained top-1
-    assert main["sss"][0][7] == "28.00" and main["sss"][0][9] == "28.00" and main["sss"][0][11] == "2 (0, 1)"
+    assert main["sss"][0][8] == "28.00" and main["sss"][0][10] == "28.00" and main["sss"][0][12] == "2 (0, 1)"
 
 
 def test_names_outside_out_and_foreign_folders_are_refused_and_nothing_changes(tmp_path):
@@ -369,3 +373,33 @@ def test_what_the_gates_kept_names_the_residual_blocks_removed(tmp_path):
     (tmp_path / "runs" / "c" / "results.json").write_text(json.dumps(res))
     table = compare.structures(compare.load_all([str(tmp_path / "runs")]))
     assert [ln.rsplit("|", 2)[1].strip() for ln in table.splitlines()[2:]] == ["-", "1 (block1); 2 kept"]
+
+
+def test_two_networks_or_two_machines_are_never_one_row_and_contrasts_pair_by_seed(tmp_path):
+    # the same method on two networks: two rows, each named by its network, paired only within it
+    runs = {f"dense_s{s}": stub.record("dense", s, 0.40 + s / 100, None, 1.0, None, None, epochs=16) for s in (0, 1)}
+    runs |= {f"uniform_s{s}": stub.record("uniform", s, 0.35, None, 0.5, 0.5, "uniform", epochs=16) for s in (0, 1)}
+    runs |= {f"binary_s{s}": stub.record("binary", s, t, binarizer="threshold", epochs=16)
+             for s, t in ((0, 0.33), (1, 0.36))}
+    runs |= {f"float_s{s}": stub.record("float_gates", s, t, epochs=16) for s, t in ((0, 0.30), (1, 0.31))}
+    runs["other"] = stub.record("binary", 0, 0.10, binarizer="threshold", epochs=16)
+    for r in runs.values():
+        r["config"]["model"].update(_target_="gated_pruning.models.vgg.build", depth=16, width=0.25)
+        r["config"]["dataset"]["name"] = "cifar100"
+    runs["other"]["config"]["model"]["depth"] = 11
+    for name in ("binary_s0", "binary_s1", "float_s0", "float_s1", "other"):  # the presets' own controller
+        runs[name]["config"]["budget"].update(ramp=0.3, freeze_on_target=True, reopen=True)
+    body = compare.write("n", [write_runs(tmp_path / "runs", runs)], str(tmp_path / "out"), pairs=("binary:float_gates",))
+    main = table_by(body, "| method | gates | target FLOPs | epochs | train compute")
+    assert set(main) == {"dense [vgg16 x0.25, cifar100]", "uniform [vgg16 x0.25, cifar100]",
+                         "binary [vgg16 x0.25, cifar100]", "float_gates [vgg16 x0.25, cifar100]",
+                         "binary [vgg11 x0.25, cifar100]"}
+    assert main["binary [vgg11 x0.25, cifar100]"][0][10] == "10.00"  # never averaged with the VGG-16 runs
+    # the training compute, in dense epochs: 16 x 1 for a gated network, 16 x 0.5 for uniform scaling
+    assert main["binary [vgg16 x0.25, cifar100]"][0][4] == "16.0" and main["uniform [vgg16 x0.25, cifar100]"][0][4] == "8.0"
+    # binary - float_gates by seed: +0.03 and +0.05, mean +4.00 ± 1.41 points; the VGG-11 run has no partner
+    contrast = table_by(body, "| difference |")
+    assert [row[4] for row in contrast["binary - float_gates"]] == ["+4.00 ± 1.41 (n=2)"]
+    with pytest.raises(SystemExit) as e:  # argparse's one line
+        compare.main(["n2", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--pair", "binary"])
+    assert e.value.code == 2

@@ -255,9 +255,9 @@ def run_numbers(r) -> dict:
             "threads": r.threads, "device": r.device, "commit": r.commit, "dirty": r.dirty}
 
 
-def body(runs: list, rows: list[dict], pairs: tuple = ()) -> str:
+def body(runs: list, rows: list[dict], asked: tuple = ()) -> str:
     """The tables a docs page's section holds: the main table, what each row's target meant and
-    what made its runs, the paired differences (and the contrasts of `pairs`, `A:B`), and for
+    what made its runs, the paired differences (and the contrasts `asked`, each `A:B`), and for
     fixed-gamma runs the gamma windows."""
     text = ("\"train compute\" is the training of the network delivered, in epochs of the dense network: "
             "epochs times the FLOPs of the network trained (a gated network computes every channel until "
@@ -282,7 +282,7 @@ def body(runs: list, rows: list[dict], pairs: tuple = ()) -> str:
     if ambiguous:
         text += "\n\nNot paired (two reference runs of one seed and setting): " + \
             ", ".join(f"{m} seed {s}" for m, s in ambiguous)
-    contrast = contrasts(rows, list(pairs))
+    contrast = contrasts(rows, list(asked))
     if contrast:
         text += ("\n\nContrasts asked for (`--pair A:B`): each run of A minus the run of B of the same seed, FLOPs "
                  "target, epochs, network and setting, as mean ± sample std over the pairs.\n\n" + contrast)
