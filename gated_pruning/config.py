@@ -133,6 +133,7 @@ RULES: dict[str, Rule] = {
     "trainer.amp": flag(),
     "trainer.channels_last": flag(),
     "trainer.compile": flag(),
+    "trainer.deterministic": flag(),
     "trainer.label_smoothing": number(0, 1, hi_open=True),
 
     "prune.enabled": flag(),

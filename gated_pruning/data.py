@@ -11,6 +11,7 @@ epoch e depend only on (seed, e), so a run resumed mid-epoch sees the same batch
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import os
 import zipfile
@@ -225,6 +226,12 @@ class Loader:
     def __len__(self) -> int:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def whole(self) -> "Loader":
+        """The same loader in one process: every batch whole, not this rank's slice of it."""
+        out = copy.copy(self)
+        out.rank, out.world = 0, 1
+        return out
 
     @property
     def num_examples(self) -> int:

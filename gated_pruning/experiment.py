@@ -21,7 +21,8 @@ from gated_pruning.errors import ConfigError
 from gated_pruning.models.protocol import kept_by_name, rebuilt
 from gated_pruning.objective import delivered
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.runtime import RESULTS, environment, now, pick_device, save_torch, set_threads, write_json
+from gated_pruning.runtime import (RESULTS, environment, now, pick_device, save_torch, set_deterministic,
+                                   set_threads, write_json)
 from gated_pruning.stats import cost
 from gated_pruning.tracking import NullTracker, build_tracker, tracker_config
 from gated_pruning.train import Trainer
@@ -52,6 +53,7 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
     """Train, prune and report one run into `run_dir`; returns what results.json holds."""
     check_config(cfg)
     set_threads(cfg.threads)
+    set_deterministic(cfg.trainer.get("deterministic", False))
     device = distributed.setup(pick_device(cfg.device))
     try:
         return _run(cfg, run_dir, device, run_name, group, choices)
@@ -198,8 +200,11 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             },
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
         }
-        if not main:  # rank 0 writes, prunes and reports
-            return results
+        if distributed.world_size() > 1:  # training ends together; the rest is rank 0's alone, in one
+            distributed.teardown()        # process: pruning, fine-tuning (no DDP, no synced batch norm), files
+            if not main:
+                return results
+            data.train = data.train.whole()  # the whole global batch for fine-tuning, not rank 0's slice
         save_torch({"model": model.state_dict(), "config": config, "arch": arch}, os.path.join(run_dir, "model.pt"))
         final, widths = model, model.sizes()
         names = [u.name for u in model.units()]

@@ -19,6 +19,7 @@ decodes it, so a run resumed mid-epoch sees the same batches (bit-identical on t
 """
 from __future__ import annotations
 
+import copy
 import os
 import random
 
@@ -177,6 +178,14 @@ class FolderLoader:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def whole(self) -> "FolderLoader":
+        """The same loader in one process: every batch whole, not this rank's slice of it."""
+        out = copy.copy(self)
+        out.batches = copy.copy(self.batches)
+        out.batches.rank, out.batches.world = 0, 1
+        out._loader = None
+        return out
 
     @property
     def num_examples(self) -> int:

@@ -55,6 +55,17 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def set_deterministic(on: bool) -> None:
+    """`trainer.deterministic`: deterministic kernels where torch has them (cuDNN's, cuBLAS's with a
+    fixed workspace), benchmark mode off; an op without one warns once (docs/reliability.md, "What is
+    exact where"). Off: torch's defaults (on a CPU the runs are exact either way)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(bool(on), warn_only=True)
+    torch.backends.cudnn.benchmark = False if on else torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic = bool(on)
+
+
 def code_version(root: str = ROOT) -> dict:
     """{"commit", "dirty"} of the checkout this code runs from ("unknown" outside a git checkout):
     dirty means tracked files differ from the commit, or files git does not ignore were added."""

@@ -30,17 +30,26 @@ class Preempted(RuntimeError):
         self.path, self.signame = path, signame
 
 
-def _rng_state() -> dict:
+def _rng_state(device) -> dict:
+    """The generators a run draws from: the CPU's, and the training device's own where it is a GPU.
+    Under torchrun every rank draws the same sequence on its own GPU (seeded alike: stochastic gates
+    sample the same masks everywhere), so rank 0's state, saved, is every rank's to restore."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device) -> None:
+    """Restore `_rng_state`'s generators on this process's device (one GPU's state, whichever GPU
+    this rank has; a checkpoint of an older version holds every GPU's: the first one is taken, as
+    every rank drew alike)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.device(device).type == "cuda":
+        if isinstance(cuda, (list, tuple)):
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda, torch.device(device))
 
 
 class Trainer:
@@ -319,7 +328,7 @@ class Trainer:
             "opt_w": self.opt_w.state_dict(), "sched_w": self.sched_w.state_dict(),
             "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
             "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
-            "rng": _rng_state(),
+            "rng": _rng_state(self.device),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
             "history": self.history, "curve": self.curve, "metrics": self.metrics,
             "dead_warned": sorted(self.dead_warned),
@@ -353,7 +362,7 @@ class Trainer:
             raise CheckpointError(
                 f"resume={path}: checkpoint does not match this model/optimizer "
                 f"({str(e).splitlines()[0][:200]})") from None
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"], self.device)
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.history, self.metrics = state["history"], state["metrics"]
         self.curve = state.get("curve", [])
@@ -420,7 +429,16 @@ def eta_line(seconds_per_step: float, steps_left: int, epochs: int, device) -> s
 
 @torch.no_grad()
 def evaluate(model, loader, layout=lambda x: x) -> dict:
-    """Loss, top-1 and top-5 of `model` (in eval mode, float32) over every batch of `loader`."""
+    """Loss, top-1 and top-5 of `model` (in eval mode, float32: on CUDA with cuDNN's TF32 off, which
+    it uses for convs by default) over every batch of `loader`."""
+    if loader.device.type == "cuda":
+        c = torch.backends.cudnn
+        with c.flags(enabled=c.enabled, benchmark=c.benchmark, deterministic=c.deterministic, allow_tf32=False):
+            return _evaluate(model, loader, layout)
+    return _evaluate(model, loader, layout)
+
+
+def _evaluate(model, loader, layout) -> dict:
     was_training = model.training
     model.eval()
     device = loader.device

@@ -75,3 +75,47 @@ def test_slurm_launcher_config_composes():
         cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
+
+
+@pytest.mark.slow
+def test_torchrun_with_fine_tuning_after_pruning_ends_cleanly_on_rank_0(tmp_path):
+    # issue 26: ranks > 0 left after training and rank 0 built a DDP fine-tuner: a crash (gloo), a hang (nccl)
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        os.path.join(ROOT, "run.py"), *ARGS, "target_flops=0.5", "gamma=0.01",
+                        "prune.finetune_epochs=1", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("results: ") == 1 and "Traceback" not in r.stderr
+    res = json.load(open(tmp_path / "results.json"))
+    tuned = res["prune"]["finetune"]
+    # rank 0 fine-tuned the compact network on whole batches: 128 images / 64 a batch = 2 steps
+    assert tuned["epochs"] == 1 and res["final"]["test_top1"] == tuned["test"]["top1"]
+
+
+def test_a_gpu_random_state_is_the_training_devices_own_and_resumes_on_any_gpu(monkeypatch):
+    from gated_pruning import train
+
+    put = {}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: torch.tensor([d.index]))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: put.__setitem__(d.index, s))
+    state = train._rng_state(torch.device("cuda", 1))  # saved by rank 0 on cuda:1
+    assert state["cuda"].tolist() == [1]
+    train._set_rng_state(state, torch.device("cuda", 3))  # every rank restores it on its own GPU
+    assert put[3].tolist() == [1]
+    older = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([7]), torch.tensor([8])]}  # every GPU's
+    train._set_rng_state(older, torch.device("cuda", 0))  # a machine with fewer GPUs: no IndexError
+    assert put[0].tolist() == [7]
+    assert "cuda" not in train._rng_state(torch.device("cpu"))
+
+
+def test_deterministic_mode_is_torchs_and_off_again_for_the_next_job():
+    from gated_pruning.runtime import set_deterministic
+
+    set_deterministic(True)
+    try:
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic

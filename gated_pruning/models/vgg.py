@@ -106,7 +106,9 @@ class VGG(GatedNetwork):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        x = torch.flatten(F.adaptive_max_pool2d(x, 1), 1)
+        # global max pooling: a 1x1 map (32 px inputs) is passed as it is; a larger one by amax, whose
+        # backward is deterministic on CUDA, where adaptive_max_pool2d's is not
+        x = x.flatten(1) if x.shape[-1] == x.shape[-2] == 1 else x.amax(dim=(2, 3))
         return self.classifier(x)
 
     def conv_blocks(self) -> list[tuple[str, ConvBlock]]:
