@@ -36,7 +36,8 @@ The closed channels are masked for good (`Gate.mask`), and the penalty is switch
 rest of the run trains a fixed, pruned network (`freeze=null`: the controller runs to the end).
 The run thus ends at the target or just below it, by construction. `state_dict`/`load_state_dict`
 keep resume exact (the masks are buffers of the model). `freeze_on_target` reads one number back
-to the host per step after the ramp.
+to the host per update after the ramp; `every` updates every so many steps (1: every step), for an
+accelerator where the controller's kernels and that read would otherwise run every step.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from gated_pruning.masks import global_cut
 class FlopsBudget:
     def __init__(self, target: float, start: float = 0.0, ramp: float = 0.5, freeze: float | None = 0.6,
                  kp: float = 1.0, ki: float = 0.05, min_gamma: float = 1e-7, max_gamma: float = 10.0,
-                 freeze_on_target: bool = False, reopen: bool = False):
+                 freeze_on_target: bool = False, reopen: bool = False, every: int = 1):
         if not 0.0 < target <= 1.0:
             raise ValueError(f"target_flops={target} must be in (0, 1] (a fraction of the dense FLOPs)")
         if not (0.0 <= start < 1.0 and 0.0 < ramp and start + ramp <= 1.0):
@@ -69,6 +70,9 @@ class FlopsBudget:
         if freeze is None and freeze_on_target:
             raise ValueError("budget.freeze_on_target=true needs budget.freeze (the latest point of the freeze)")
         self.freeze_on_target, self.reopen = bool(freeze_on_target), bool(reopen)
+        if not int(every) >= 1:
+            raise ValueError(f"budget.every={every} must be a whole number of steps >= 1")
+        self.every = int(every)
         self.frozen = False
         self.bounds = (math.log(min_gamma), math.log(max_gamma))
         self.model = self.penalty = self.trained_weights = None
@@ -94,6 +98,13 @@ class FlopsBudget:
         gates = model.gates()
         self.binary = all(g.binarizer.binary for g in gates)
         self.regrows = model.regrows()
+        # every gate tensor at once where no gate has a floor and all share one binarizer: the open
+        # count of each unit by one segment sum, the FLOPs by the table as tensors (a few kernels a step)
+        self.flat = all(not g.min_keep and g.binarizer is gates[0].binarizer for g in gates)
+        sizes = torch.tensor([g.weight.numel() for g in gates], device=device)
+        self.unit_of = torch.repeat_interleave(torch.arange(len(gates), device=device), sizes)
+        self.least_t = torch.tensor(self.least, dtype=torch.float32, device=device)
+        self.flops_of = model.flops_function(device)
         # the last step at which each float gate was open (what reopening ranks them by)
         self.last_open = [torch.zeros(g.weight.shape, device=device) for g in gates] \
             if self.reopen and not self.binary else None
@@ -108,12 +119,23 @@ class FlopsBudget:
         """Per layer, the channels that pruning would keep now (|kept gate| > threshold)."""
         return [g.hard(w).abs() > self.threshold for g, w in zip(self.model.gates(), self.trained_weights())]
 
+    def open_flat(self) -> torch.Tensor:
+        """`open_masks` laid end to end, computed at once (before the freeze, every mask is open)."""
+        flat = torch.cat(self.trained_weights())
+        return self.model.gates()[0].binarizer.hard(flat).abs() > self.threshold
+
     def kept_fraction(self, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """FLOPs of the network that pruning would give now (or that `masks` keep) / dense FLOPs (a
         device tensor; a layer with every gate zero counts one channel, as pruning keeps one)."""
+        if masks is None and self.flat:
+            return self._kept_of_flat(self.open_flat())
         masks = self.open_masks() if masks is None else masks
         counts = [m.sum().clamp_min(least) for m, least in zip(masks, self.least)]
         return self.model.flops(counts) / self.dense
+
+    def _kept_of_flat(self, open_flat: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros(len(self.least), device=open_flat.device).index_add(0, self.unit_of, open_flat.float())
+        return self.flops_of(torch.maximum(counts, self.least_t)) / self.dense
 
     @torch.no_grad()
     def freeze_architecture(self) -> None:
@@ -155,23 +177,32 @@ class FlopsBudget:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        """After optimizer step number `step` (1-based): set the penalty's gamma (or freeze)."""
-        if self.frozen:
+        """After optimizer step number `step` (1-based): set the penalty's gamma (or freeze), at
+        every `every`-th step (the integral term gains `every` times as much: the same pull per
+        step); the freeze point is reached at the first update at or after it."""
+        if self.frozen or step % self.every:
             return
         if self.freeze is not None and step >= self.freeze * self.total_steps:
             self.freeze_architecture()
             return
         if self.freeze_on_target and step >= (self.start + self.ramp) * self.total_steps \
-                and float(self.kept) <= self.target:  # the budget is met: stop selecting
+                and float(self.kept) <= self.target:  # the budget is met: stop selecting (a host read)
             self.freeze_architecture()
             return
-        masks = self.open_masks()
-        self.kept = self.kept_fraction(masks)
-        if self.last_open is not None:
-            for last, m in zip(self.last_open, masks):
-                last.masked_fill_(m, float(step))
+        if self.flat:
+            opened = self.open_flat()
+            self.kept = self._kept_of_flat(opened)
+            if self.last_open is not None:
+                for last, m in zip(self.last_open, opened.split([t.numel() for t in self.last_open])):
+                    last.masked_fill_(m, float(step))
+        else:
+            masks = self.open_masks()
+            self.kept = self.kept_fraction(masks)
+            if self.last_open is not None:
+                for last, m in zip(self.last_open, masks):
+                    last.masked_fill_(m, float(step))
         self.error = self.kept - self.schedule(step)
-        self.integral = (self.integral + self.ki * self.error).clamp(*self.bounds)
+        self.integral = (self.integral + self.ki * self.every * self.error).clamp(*self.bounds)
         self.penalty.gamma.copy_(torch.exp((self.integral + self.kp * self.error).clamp(*self.bounds)))
 
     def state_dict(self) -> dict:

@@ -117,6 +117,13 @@ def _clamp_fits_optimizer(c: dict) -> str | None:
     return None
 
 
+def _one_sgd_kernel(c: dict) -> str | None:
+    w = c.get("optimizer", {}).get("weights", {})
+    if w.get("fused") and w.get("foreach"):
+        return "optimizer.weights.fused=true and optimizer.weights.foreach=true: give one (fused takes foreach=null)"
+    return None
+
+
 def _relu_gates_clamped(c: dict) -> str | None:
     m, g = c.get("model", {}), c.get("optimizer", {}).get("gates", {})
     float_gates = str(c.get("binarizer", {}).get("_target_", "")).endswith("NoBinarizer")
@@ -257,6 +264,6 @@ def _weights_fit(c: dict) -> str | None:
     return None
 
 
-CROSS_CHECKS = (_warmup_within_run, _dataset_keys_match_name, _subsets_fit,
+CROSS_CHECKS = (_one_sgd_kernel, _warmup_within_run, _dataset_keys_match_name, _subsets_fit,
                 _finetune_needs_pruning, _binarizer_keys, _clamp_fits_optimizer, _relu_gates_clamped,
                 _budget_bounds, _depth_fits_model, _gate_kind_fits_penalty, _arch_source_complete, _cut_settings, _weights_fit, _custom_net_named)

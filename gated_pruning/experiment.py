@@ -54,6 +54,8 @@ def run(cfg: DictConfig, run_dir: str, run_name: str | None = None, group: str |
     check_config(cfg)
     set_threads(cfg.threads)
     set_deterministic(cfg.trainer.get("deterministic", False))
+    if cfg.trainer.compile:  # a sweep's jobs share a process: each compiles afresh, none falls back to eager
+        torch._dynamo.reset()
     device = distributed.setup(pick_device(cfg.device))
     try:
         return _run(cfg, run_dir, device, run_name, group, choices)

@@ -56,9 +56,13 @@ def _check_upper(upper) -> None:
 
 def _coefficients(l1, params: list) -> list | None:
     """The L1 coefficient of each parameter of `params`: `l1` is None (no L1 term), a number
-    (the same for every gate) or {parameter: number or tensor of its shape}."""
+    (the same for every gate), {parameter: number or tensor of its shape}, or `penalty.L1Terms`
+    (per-parameter tensors times one scale: multiplied in one multi-tensor kernel)."""
     if l1 is None:
         return None
+    scale = getattr(l1, "scale", None)
+    if scale is not None:
+        return torch._foreach_mul([l1[p] if p in l1 else torch.zeros_like(p) for p in params], scale)
     if isinstance(l1, dict):  # tensors throughout (a number becomes a 0-dim tensor)
         return [torch.as_tensor(l1.get(p, 0.0), dtype=p.dtype, device=p.device) for p in params]
     return [float(l1)] * len(params)

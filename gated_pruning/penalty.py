@@ -27,6 +27,19 @@ import torch
 SCOPES = ("layer", "global")
 
 
+class L1Terms(dict):
+    """{gate parameter: c_i}, every one times `scale` (gamma, a 0-dim tensor that the budget moves):
+    the gate optimizer multiplies them in one multi-tensor kernel (`optim._coefficients`)."""
+
+    def __init__(self, scale: torch.Tensor, weights: dict):
+        super().__init__(weights)
+        self.scale = scale
+
+    def scaled(self) -> dict:
+        """{gate parameter: scale * c_i} (for the log, and tests)."""
+        return {p: self.scale * c for p, c in self.items()}
+
+
 class Penalty:
     def __init__(self, gamma: float, flops_weighted: bool = False):
         if not gamma >= 0:
@@ -77,7 +90,8 @@ class Penalty:
             smooth = self.loss()
             if smooth is not None:
                 total = total + smooth
-            for p, c in (self.l1() or {}).items():
+            l1 = self.l1()
+            for p, c in (l1.scaled() if isinstance(l1, L1Terms) else l1 or {}).items():
                 total = total + (c * p.abs()).sum()
             return total
 
@@ -88,7 +102,7 @@ class L1(Penalty):
     def l1(self) -> dict | None:
         if not self.gates:
             return None
-        return {g.weight: self.gamma * w for g, w in zip(self.gates, self.weights())}
+        return L1Terms(self.gamma, {g.weight: w for g, w in zip(self.gates, self.weights())})
 
 
 class Polarization(Penalty):
@@ -106,19 +120,33 @@ class Polarization(Penalty):
     def l1(self) -> dict | None:
         if not self.gates:
             return None
-        return {g.weight: (self.gamma * self.t) * w for g, w in zip(self.gates, self.weights())}
+        return L1Terms(self.gamma * self.t, {g.weight: w for g, w in zip(self.gates, self.weights())})
 
     def loss(self) -> torch.Tensor | None:
+        """-gamma * sum c_i |g_i - mean(g)|, every gate tensor at once: the gates laid end to end,
+        the means of their layers (or one mean) by a segment sum, a handful of kernels whatever the
+        number of layers."""
         if not self.gates:
             return None
-        ws = [g.weight for g in self.gates]
+        flat = torch.cat([g.weight for g in self.gates])
         if self.scope == "global":
-            flat = torch.cat(ws)
-            means = [flat.mean()] * len(ws)
+            mean = flat.mean()
         else:
-            means = [w.mean() for w in ws]
-        spread = sum((c * (w - m).abs()).sum() for w, m, c in zip(ws, means, self.weights()))
-        return -self.gamma * spread
+            if getattr(self, "_segments", None) is None or self._segments.device != flat.device:
+                sizes = torch.tensor([g.weight.numel() for g in self.gates], device=flat.device)
+                self._segments = torch.repeat_interleave(torch.arange(len(self.gates), device=flat.device), sizes)
+                self._sizes = sizes.to(flat.dtype)
+            sums = torch.zeros(len(self.gates), dtype=flat.dtype, device=flat.device).index_add(0, self._segments, flat)
+            mean = (sums / self._sizes)[self._segments]
+        weights = self.weights()
+        costs = self._flat_costs if all(w is c for w, c in zip(weights, self.costs)) else torch.cat(weights)
+        return -self.gamma * (costs * (flat - mean).abs()).sum()
+
+    def bind(self, model) -> "Polarization":
+        super().bind(model)
+        self._segments = None
+        self._flat_costs = torch.cat(self.costs) if self.costs else None
+        return self
 
 
 class ExpectedL0(Penalty):

@@ -110,8 +110,8 @@ def integer(lo=None, hi=None, *, null=False) -> Rule:
     return Rule("number", lo, hi, integer=True, null=null)
 
 
-def flag() -> Rule:
-    return Rule("flag")
+def flag(*, null=False) -> Rule:
+    return Rule("flag", null=null)
 
 
 def text(*, null=False) -> Rule:

@@ -20,6 +20,7 @@ from gated_pruning.config import flatten
 class NullTracker:
     run_id = None
     run_dir = None
+    histograms = False  # the trainer copies no gate histogram to the host for it
 
     def log(self, metrics: dict, step: int | None = None, histograms: dict | None = None) -> None:
         pass

@@ -90,7 +90,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.get("compile"):
-            self.forward_model = torch.compile(self.forward_model)
+            self.forward_model = torch.compile(self.forward_model, dynamic=False)  # one shape a run: no dynamic recompiles
 
     # -- views and statistics ---------------------------------------------------------------
     def gate_view(self):
@@ -276,7 +276,7 @@ class Trainer:
         if rec is not None:
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
-            histograms = self._gate_histograms()
+            histograms = self._gate_histograms() if self._wants_histograms() else None
         if bar is not None and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
         if self.tracker is not None:
@@ -287,35 +287,46 @@ class Trainer:
         loss, top1 = self._running()
         train = {"loss": loss, "top1": top1}
         split = "val" if self.val_loader is not None else "test"
-        judged = self.evaluate(split=split)
+        last = self.epoch + 1 == self.cfg.epochs
+        judged = self.evaluate(split=split) if last or (self.epoch + 1) % self._every("eval_every") == 0 else None
         self.epoch += 1
         self.batch = 0
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = 0
-        self.metrics = {"epoch": self.epoch, "step": self.step, "train": train, split: judged}
-        self.curve.append({"epoch": self.epoch, "step": self.step, "train_loss": train["loss"],
-                           "train_top1": train["top1"], f"{split}_loss": judged["loss"],
-                           f"{split}_top1": judged["top1"]})
+        self.metrics = {"epoch": self.epoch, "step": self.step, "train": train,
+                        **({split: judged} if judged else {k: v for k, v in self.metrics.items() if k == split})}
+        row = {"epoch": self.epoch, "step": self.step, "train_loss": train["loss"], "train_top1": train["top1"]}
+        if judged:
+            row.update({f"{split}_loss": judged["loss"], f"{split}_top1": judged["top1"]})
+        self.curve.append(row)
         metrics = {f"{self.prefix}train/epoch_loss": train["loss"],
                    f"{self.prefix}train/epoch_top1": train["top1"],
-                   **{f"{self.prefix}{split}/{k}": v for k, v in judged.items()},
+                   **{f"{self.prefix}{split}/{k}": v for k, v in (judged or {}).items()},
                    f"{self.prefix}epoch": self.epoch}
         rec = self.gate_record()
         histograms = None
         if rec is not None:
-            rec[f"{split}_top1"] = judged["top1"]
+            if judged:
+                rec[f"{split}_top1"] = judged["top1"]
             self.history.append(rec)
             metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
-            histograms = self._gate_histograms()
+            histograms = self._gate_histograms() if self._wants_histograms() else None
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
         if distributed.is_main():  # also with progress=false: the run's record in run.log
-            print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f} {split} loss "
-                  f"{judged['loss']:.4f} top1 {judged['top1']:.4f} top5 {judged['top5']:.4f}",
-                  file=sys.stderr)
-        if self.cfg.checkpoint:
+            said = (f" {split} loss {judged['loss']:.4f} top1 {judged['top1']:.4f} top5 {judged['top5']:.4f}"
+                    if judged else f" (not evaluated: trainer.eval_every={self._every('eval_every')})")
+            print(f"{self.prefix}epoch {self.epoch}: train loss {train['loss']:.4f}{said}", file=sys.stderr)
+        if self.cfg.checkpoint and (last or self.epoch % self._every("checkpoint_every_epochs") == 0):
             self.save_checkpoint()
+
+    def _every(self, key: str) -> int:
+        return int(self.cfg.get(key) or 1)
+
+    def _wants_histograms(self) -> bool:
+        """Gate histograms are copied to the host only for a tracker that keeps them."""
+        return self.tracker is not None and getattr(self.tracker, "histograms", True)
 
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint_path(self) -> str:

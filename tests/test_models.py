@@ -149,3 +149,16 @@ def test_an_architecture_the_graph_cannot_gate_is_refused_with_one_line(name, wh
         tv.build(name, num_classes=10)
     assert "\n" not in str(e.value) and str(e.value).startswith(f"model.name={name}")
 
+
+
+@pytest.mark.parametrize("model,extra", VARIANTS, ids=[f"{m}{'-' + '-'.join(e) if e else ''}" for m, e in VARIANTS])
+def test_the_flops_function_of_tensors_equals_the_table(model, extra):
+    """What the budget evaluates every step (the table as index and coefficient tensors) is the
+    protocol's table, for any kept counts."""
+    net = build(model, extra)
+    g = torch.Generator().manual_seed(0)
+    flops = net.flops_function()
+    for _ in range(3):
+        counts = [int(torch.randint(u.minimum, u.size + 1, (1,), generator=g)) for u in net.units()]
+        expected = float(net.flops(counts))
+        assert float(flops(torch.tensor(counts, dtype=torch.float32))) == pytest.approx(expected, rel=1e-6)

@@ -21,7 +21,7 @@ def one_layer(values, **kw):
 def test_l1_hands_gamma_per_gate_to_the_optimizer_and_has_no_smooth_part():
     model = one_layer([0.2, 0.6, 1.0])
     pen = L1(0.5).bind(model)
-    (p, c), = pen.l1().items()
+    (p, c), = pen.l1().scaled().items()
     assert p is model.gates()[0].weight and c.tolist() == [0.5, 0.5, 0.5]
     assert pen.loss() is None
     assert pen.value().item() == pytest.approx(0.5 * 1.8)
@@ -30,7 +30,7 @@ def test_l1_hands_gamma_per_gate_to_the_optimizer_and_has_no_smooth_part():
 def test_polarization_loss_and_gradient_by_hand():
     model = one_layer([0.25, 0.5, 0.75])  # exact in float32, so sign(0.5 - mean) is 0
     pen = Polarization(1.0, t=1.2).bind(model)
-    assert list(pen.l1().values())[0].tolist() == pytest.approx([1.2] * 3)  # t * gamma, to the prox
+    assert list(pen.l1().scaled().values())[0].tolist() == pytest.approx([1.2] * 3)  # t * gamma, to the prox
     loss = pen.loss()  # -sum |g - mean|, mean 0.5: -(0.25 + 0 + 0.25)
     assert loss.item() == pytest.approx(-0.5)
     loss.backward()
@@ -66,7 +66,7 @@ def test_flops_weights_are_each_channels_cost_over_the_mean_cost():
     costs = model.channel_costs()
     widths = model.widths()
     mean = sum(c * w for c, w in zip(costs, widths)) / sum(widths)
-    coeffs = list(pen.l1().values())
+    coeffs = list(pen.l1().scaled().values())
     for c, w, k in zip(costs, widths, coeffs):
         assert k.tolist() == pytest.approx([c / mean] * w)
     assert torch.cat(coeffs).mean().item() == pytest.approx(1.0)  # gamma keeps its meaning

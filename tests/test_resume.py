@@ -269,3 +269,19 @@ def test_a_layer_losing_every_gate_warns_and_is_recorded(tmp_path, capsys):
     assert res == json.load(open(tmp_path / "results.json"))
     assert res["gates"]["dead_layers"] and res["prune"]["dead_layers"]
     assert all(w >= 1 for w in res["prune"]["compact"]["widths"])
+
+
+def test_sparse_evaluation_and_checkpoints_keep_the_last_epoch_and_skip_host_copies(tmp_path, monkeypatch):
+    from gated_pruning import experiment
+    from gated_pruning.train import Trainer
+
+    saved, copied = [], []
+    save, hist = Trainer.save_checkpoint, Trainer._gate_histograms
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self: saved.append(self.epoch) or save(self))
+    monkeypatch.setattr(Trainer, "_gate_histograms", lambda self: copied.append(self.step) or hist(self))
+    res = experiment.run(make_cfg("experiment=smoke", "trainer.epochs=5", "trainer.eval_every=2",
+                                  "trainer.checkpoint_every_epochs=2"), str(tmp_path))
+    assert saved == [2, 4, 5]  # every second epoch, and the last
+    assert [("test_top1" in c) for c in res["curve"]] == [False, True, False, True, True]
+    assert res["metrics"]["epoch"] == 5 and "test" in res["metrics"]
+    assert copied == []  # logger=none keeps no histogram: none is copied to the host

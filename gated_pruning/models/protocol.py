@@ -126,6 +126,24 @@ class GatedNetwork(nn.Module):
             total = total + term
         return total
 
+    def flops_function(self, device=None):
+        """`flops(counts)` for a counts tensor on `device` (one value per unit), in a few kernels
+        whatever the number of layers: the cost table as an index tensor (each layer's factors,
+        padded with a slot that holds 1) and a coefficient tensor. What the budget calls every step."""
+        table, units = self.cost_table(), len(self.units())
+        width = max([len(layer.factors) for layer in table] + [1])
+        index = torch.full((len(table), width), units, dtype=torch.long)
+        for i, layer in enumerate(table):
+            index[i, :len(layer.factors)] = torch.tensor(layer.factors, dtype=torch.long)
+        index = index.to(device)
+        coef = torch.tensor([float(layer.coef) for layer in table], device=device)
+        one = torch.ones(1, device=device)
+
+        def flops(counts: torch.Tensor) -> torch.Tensor:
+            return (coef * torch.cat([counts.to(coef.dtype), one])[index].prod(dim=1)).sum()
+
+        return flops
+
     def unit_costs(self) -> list[float]:
         """Per unit, the FLOPs that closing one of its gate values saves in the dense network
         (a block: the whole branch), the weights of the FLOPs-weighted penalties."""

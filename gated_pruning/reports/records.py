@@ -274,7 +274,8 @@ def _history(f: Fields, channels: list) -> list:
     return good
 
 
-BUDGET_KEYS = ("start", "ramp", "freeze", "freeze_on_target", "reopen", "kp", "ki", "min_gamma", "max_gamma")
+BUDGET_KEYS = ("start", "ramp", "freeze", "freeze_on_target", "reopen", "every", "kp", "ki", "min_gamma",
+               "max_gamma")
 
 
 @functools.cache
