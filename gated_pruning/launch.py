@@ -241,6 +241,11 @@ def prepare(argv: list[str]) -> list[str]:
             fail(f"hydra.sweep.subdir gives jobs {subdirs[sub]} and {i} the same directory "
                  f"{sub!r}: their files would mix; keep ${{hydra.job.num}} in it")
         subdirs[sub] = i
+        long = next((part for part in sub.split(os.sep) if len(part.encode()) > 255), None)
+        if long is not None:
+            fail(f"hydra.sweep.subdir gives job {i} a folder name of {len(long.encode())} bytes ({long[:60]}...): "
+                 "longer than a file system allows (255); name the jobs shorter, e.g. "
+                 "hydra.sweep.subdir='${hydra.job.num}_${hydra:runtime.choices.method}_s${seed}'")
         inside = os.path.normpath(os.path.join("sweep", sub))
         if os.path.isabs(sub) or inside == "sweep" or not inside.startswith("sweep" + os.sep):
             fail(f"hydra.sweep.subdir gives job {i} the folder {sub!r}, which is not inside the sweep folder: "

@@ -261,6 +261,9 @@ BAD_RUNS = [
     ("model=torchvision model.name=fcn_resnet50", "model.name=fcn_resnet50 is not a torchvision classification model"),
     ("model=torchvision model.name=raft_small", "model.name=raft_small is not a torchvision classification model"),
     ("method=scratch_e arch.run=/dev/null/x", "arch.run=/dev/null/x: no results.json there"),
+    ("-m seed=0,1 hydra.sweep.subdir=" + "x" * 300 + "_${hydra.job.num}",
+     "a folder name of 302 bytes (" + "x" * 60 + "...): longer than a file system allows (255)"),
+    ("-m seed=0,1 hydra.sweep.subdir=../out_${hydra.job.num}", "which is not inside the sweep folder"),
 ]
 
 
