@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from gated_pruning import kinds
 from gated_pruning.datasets import DECLARED
 from gated_pruning.rules import show
 
@@ -96,10 +97,10 @@ def _finetune_needs_pruning(c: dict) -> str | None:
 
 def _binarizer_keys(c: dict) -> str | None:
     b = c.get("binarizer", {})
-    hc = str(b.get("_target_", "")).endswith("HardConcreteBinarizer")
-    allowed = ("relaxed", "straight_through") if hc else ("identity", "clipped")
-    if "estimator" in b and b["estimator"] not in allowed:
-        return f"binarizer.estimator={show(b['estimator'])} is not one of {', '.join(allowed)} for this binarizer"
+    kind = kinds.binarizer(b.get("_target_"))
+    if kind is not None and "estimator" in b and b["estimator"] not in kind.estimators:
+        return (f"binarizer.estimator={show(b['estimator'])} is not one of {', '.join(kind.estimators)} "
+                "for this binarizer")
     stretch = b.get("stretch")
     if stretch is not None and not (len(stretch) == 2 and stretch[0] < 0 and stretch[1] > 1):
         return f"binarizer.stretch={show(b['stretch'])} must be [gamma, zeta] with gamma < 0 and zeta > 1"
@@ -108,11 +109,12 @@ def _binarizer_keys(c: dict) -> str | None:
 
 def _clamp_fits_optimizer(c: dict) -> str | None:
     g = c.get("optimizer", {}).get("gates", {})
-    if "clamp" not in g:
+    kind = kinds.gate_optimizer(g.get("_target_"))
+    if "clamp" not in g or kind is None:
         return None
-    apg = str(g.get("_target_", "")).endswith("APG")
-    if apg != isinstance(g["clamp"], str):
-        allowed = "prox, lookahead or none" if apg else "true or false"
+    if g["clamp"] not in kind.clamps or isinstance(g["clamp"], bool) != isinstance(kind.clamps[0], bool):
+        shown = [show(x) if isinstance(x, bool) else str(x) for x in kind.clamps]
+        allowed = ", ".join(shown[:-1]) + " or " + shown[-1]
         return f"optimizer.gates.clamp={show(g['clamp'])}: with this gate optimizer it is {allowed}"
     return None
 
@@ -126,9 +128,9 @@ def _one_sgd_kernel(c: dict) -> str | None:
 
 def _relu_gates_clamped(c: dict) -> str | None:
     m, g = c.get("model", {}), c.get("optimizer", {}).get("gates", {})
-    float_gates = str(c.get("binarizer", {}).get("_target_", "")).endswith("NoBinarizer")
-    if m.get("gated", True) and m.get("gate_position") == "relu" and float_gates \
-            and g.get("clamp") not in ("prox", True):
+    gate, opt = kinds.binarizer(c.get("binarizer", {}).get("_target_")), kinds.gate_optimizer(g.get("_target_"))
+    if m.get("gated", True) and m.get("gate_position") == "relu" and gate is not None and not gate.binary \
+            and opt is not None and g.get("clamp") not in opt.zero_clamps:
         return ("model.gate_position=relu with float gates needs them clamped at 0 "
                 "(optimizer.gates.clamp=prox for apg, =true for sgd): a negative gate after "
                 "the ReLU cannot be folded into batch norm when pruning")
@@ -182,13 +184,14 @@ def _depth_fits_model(c: dict) -> str | None:
 def _gate_kind_fits_penalty(c: dict) -> str | None:
     if not _gated(c):
         return None
-    hard_concrete = str(c.get("binarizer", {}).get("_target_", "")).endswith("HardConcreteBinarizer")
-    l0 = str(c.get("penalty", {}).get("_target_", "")).endswith("ExpectedL0")
-    if hard_concrete and not l0:
-        return ("binarizer=hard_concrete needs penalty=l0 (its latent weight is log(alpha), not a gate "
-                "value that an L1 or polarization term could shrink)")
-    if l0 and not hard_concrete:
-        return "penalty=l0 needs binarizer=hard_concrete (it penalizes the probability that a gate is open)"
+    gate = kinds.binarizer(c.get("binarizer", {}).get("_target_"))
+    pen = kinds.penalty(c.get("penalty", {}).get("_target_"))
+    if gate is None or pen is None:
+        return None
+    if gate.penalty is not None and pen.target != gate.penalty:
+        return f"binarizer={gate.option} needs penalty={kinds.PENALTIES[gate.penalty].option} ({gate.why})"
+    if pen.binarizer is not None and gate.target != pen.binarizer:
+        return f"penalty={pen.option} needs binarizer={kinds.BINARIZERS[pen.binarizer].option} ({pen.why})"
     return None
 
 

@@ -16,7 +16,8 @@ from gated_pruning.checks import CROSS_CHECKS, MODEL_DEPTHS
 from gated_pruning.datasets import DECLARED
 from gated_pruning.errors import ConfigError
 from gated_pruning.objective import METRICS
-from gated_pruning.rules import Rule, choice, either, flag, integer, list_of, number, show, text
+from gated_pruning import kinds
+from gated_pruning.rules import Rule, choice, choice_of, either, flag, integer, list_of, number, show, text
 
 
 LR = number(0, lo_open=True)
@@ -58,8 +59,7 @@ RULES: dict[str, Rule] = {
     "arch.epochs": choice("same", "flops"),
     "arch.target_flops": number(0, 1, lo_open=True, null=True),  # source=uniform: the width's FLOPs
 
-    "penalty._target_": choice("gated_pruning.penalty.L1", "gated_pruning.penalty.Polarization",
-                               "gated_pruning.penalty.ExpectedL0"),
+    "penalty._target_": choice_of(kinds.PENALTIES),
     "penalty.gamma": number(0),
     "penalty.flops_weighted": flag(),
     "penalty.t": number(0, lo_open=True),
@@ -78,11 +78,10 @@ RULES: dict[str, Rule] = {
     "budget.min_gamma": number(0, lo_open=True),
     "budget.max_gamma": number(0, lo_open=True),
 
-    "binarizer._target_": choice("gated_pruning.gates.NoBinarizer", "gated_pruning.gates.ThresholdBinarizer",
-                                 "gated_pruning.gates.StochasticBinarizer",
-                                 "gated_pruning.gates.HardConcreteBinarizer"),
+    "binarizer._target_": choice_of(kinds.BINARIZERS),
     "binarizer.threshold": number(0, 1, hi_open=True),
-    "binarizer.estimator": choice("identity", "clipped", "relaxed", "straight_through"),  # _binarizer_keys
+    "binarizer.estimator": choice_of(lambda: tuple(dict.fromkeys(e for b in kinds.BINARIZERS.values()
+                                                                 for e in b.estimators))),
     "binarizer.temperature": number(0, lo_open=True),
     "binarizer.stretch": list_of(number()),
 
@@ -100,10 +99,11 @@ RULES: dict[str, Rule] = {
     "optimizer.weights.nesterov": flag(),
     "optimizer.weights.foreach": flag(null=True),
     "optimizer.weights.fused": flag(null=True),
-    "optimizer.gates._target_": choice("gated_pruning.optim.APG", "gated_pruning.optim.GateSGD"),
+    "optimizer.gates._target_": choice_of(kinds.GATE_OPTIMIZERS),
     "optimizer.gates.lr": LR,
     "optimizer.gates.momentum": MOMENTUM,
-    "optimizer.gates.clamp": either(choice("prox", "lookahead", "none"), flag()),  # _clamp_fits_optimizer
+    "optimizer.gates.clamp": either(choice_of(lambda: tuple(dict.fromkeys(
+        c for o in kinds.GATE_OPTIMIZERS.values() for c in o.clamps if isinstance(c, str)))), flag()),  # _clamp_fits_optimizer
     "optimizer.gates.upper": number(0, lo_open=True, null=True),
     "optimizer.gates.forward": choice("lookahead", "prox"),
 

@@ -39,9 +39,13 @@ class Rule:
     choices: tuple = ()
     item: Rule | None = None
 
+    def options(self) -> tuple:
+        """The choices: a tuple, or read from a registry when the rule is checked (`choice_of`)."""
+        return tuple(self.choices()) if callable(self.choices) else self.choices
+
     def allowed(self) -> str:
         if self.kind == "choice":
-            return "one of " + ", ".join(map(str, self.choices))
+            return "one of " + ", ".join(map(str, self.options()))
         if self.kind == "flag":
             return "true or false"
         if self.kind == "text":
@@ -69,8 +73,8 @@ class Rule:
         if self.kind == "either":
             return None if any(o.problem(value) is None for o in self.choices) else f"must be {self.allowed()}"
         if self.kind == "choice":
-            if isinstance(value, bool) or value not in self.choices:
-                return f"is not one of {', '.join(map(str, self.choices))}"
+            if isinstance(value, bool) or value not in self.options():
+                return f"is not one of {', '.join(map(str, self.options()))}"
             return None
         if self.kind == "flag":
             return None if isinstance(value, bool) else "must be true or false"
@@ -120,6 +124,12 @@ def text(*, null=False) -> Rule:
 
 def choice(*values, null=False) -> Rule:
     return Rule("choice", choices=tuple(values), null=null)
+
+
+def choice_of(registry, *, null=False) -> Rule:
+    """One of the keys of `registry` (a dict, or a function giving the choices), read each time the
+    rule is checked: a kind registered after this module was imported is a choice too."""
+    return Rule("choice", choices=registry if callable(registry) else (lambda: tuple(registry)), null=null)
 
 
 def list_of(item: Rule, *, null=False) -> Rule:

@@ -75,6 +75,9 @@ def test_every_experiment_and_method_pair_keeps_what_each_promises(experiment, m
     (exp, exp_picks), (meth, meth_picks) = preset("experiment", experiment), preset("method", method)
     assert set(exp) & set(meth) <= SHARED_KEYS  # a new shared key: decide and document who wins
     for key, value in {**exp, **meth}.items():  # the method's value where both set one
+        if key.startswith("hydra."):  # the launcher's settings: Hydra's config, not the job's
+            assert OmegaConf.select(cfg, key) == value, key
+            continue
         assert got[key] == value, (key, got[key], value)
     for group, option in {**exp_picks, **meth_picks}.items():
         assert cfg.hydra.runtime.choices[group] == option, group

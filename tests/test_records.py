@@ -14,14 +14,22 @@ from gated_pruning.reports import records
 from conftest import CONF, ROOT
 
 
-def test_every_registered_gate_kind_and_gate_optimizer_has_its_label():
-    """One table of labels, used by both views: a new binarizer or gate optimizer gets one."""
-    for path in glob.glob(os.path.join(CONF, "binarizer", "*.yaml")):
-        name = yaml.safe_load(open(path))["_target_"].rsplit(".", 1)[-1]
-        assert name in records.GATE_KINDS, path
-    for path in glob.glob(os.path.join(CONF, "optimizer", "*.yaml")):
-        name = yaml.safe_load(open(path))["gates"]["_target_"].rsplit(".", 1)[-1]
-        assert name in records.GATE_OPTIMIZERS or name == "SGD", path  # torch SGD: a plain network's
+def test_every_configured_kind_is_declared_once_with_its_labels():
+    """The config files and the declarations (gated_pruning/kinds.py) agree: every binarizer,
+    gate optimizer and penalty a config names is declared, under the option name of its file."""
+    from gated_pruning import kinds
+
+    for group, registry, key in (("binarizer", kinds.BINARIZERS, None), ("penalty", kinds.PENALTIES, None),
+                                 ("optimizer", kinds.GATE_OPTIMIZERS, "gates")):
+        for path in glob.glob(os.path.join(CONF, group, "*.yaml")):
+            node = yaml.safe_load(open(path))
+            target = (node[key] if key else node)["_target_"]
+            assert target in registry, path
+            if group != "optimizer":
+                assert registry[target].option == os.path.basename(path)[:-5], path
+    for target in kinds.BINARIZERS:
+        variant, label = records.gate_labels(target, "gated_pruning.optim.APG")
+        assert variant.startswith("apg-") and label == kinds.BINARIZERS[target].label
 
 
 def test_the_record_file_name_is_the_one_runs_write():

@@ -20,6 +20,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from gated_pruning import kinds
 from gated_pruning.toolkit import CONF_DIR, readable_dir
 from gated_pruning.errors import UserError
 from gated_pruning.rules import show
@@ -27,12 +28,7 @@ from gated_pruning.reports.tables import num
 
 RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
 TARGET_KINDS = ("budget", "uniform", "cut", "arch_run")
-GATE_OPTIMIZERS = {"APG": "apg", "GateSGD": "sgd"}
-# binarizer class: (its short name in a variant, `apg-threshold`; the gate kind a comparison names)
-GATE_KINDS = {"NoBinarizer": ("float", "float"),
-              "ThresholdBinarizer": ("threshold", "binary (threshold STE)"),
-              "StochasticBinarizer": ("stochastic", "binary (stochastic STE)"),
-              "HardConcreteBinarizer": ("hardconcrete", "binary (hard concrete)")}
+
 STAGES = ("trained", "cut", "finetuned")  # the networks a record measures, in order
 
 
@@ -201,16 +197,14 @@ def _show(v) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _class_name(target) -> str | None:
-    return target.rsplit(".", 1)[-1] if isinstance(target, str) else None
-
-
-def gate_labels(binarizer_class: str | None, optimizer_class: str | None) -> tuple[str, str]:
-    """(variant, gate kind) of a gated run: `apg-threshold`, `binary (threshold STE)`."""
-    name = binarizer_class or "NoBinarizer"
-    short, kind = GATE_KINDS.get(name, (name.lower(), name.lower()))
-    opt = optimizer_class or "?"
-    return f"{GATE_OPTIMIZERS.get(opt, opt.lower())}-{short}", kind
+def gate_labels(binarizer_target: str | None, optimizer_target: str | None) -> tuple[str, str]:
+    """(variant, gate kind) of a gated run: `apg-threshold`, `binary (threshold STE)`, as the kinds
+    are declared (`kinds.py`); a kind nobody declared by its class name."""
+    gate = kinds.binarizer(binarizer_target or "gated_pruning.gates.NoBinarizer")
+    short, label = (gate.short, gate.label) if gate else (kinds.short_name(binarizer_target).lower(),) * 2
+    opt = kinds.gate_optimizer(optimizer_target)
+    name = opt.short if opt else kinds.short_name(optimizer_target).lower() if optimizer_target else "?"
+    return f"{name}-{short}", label
 
 
 def target_of(f: Fields, gated: bool, derived: bool) -> tuple[str | None, float | None]:
@@ -311,8 +305,7 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
     if gated is not None and not isinstance(gated, bool):
         f.note("config.model.gated", f"is {_show(gated)}, not true or false")
     gated = gated is True
-    variant, gates = gate_labels(_class_name(f.text("config.binarizer._target_")),
-                                 _class_name(f.text("config.optimizer.gates._target_")))
+    variant, gates = gate_labels(f.text("config.binarizer._target_"), f.text("config.optimizer.gates._target_"))
     if f.get("config.model.gated") is False:
         variant = "plain"
     method = f.text("method") or f.text("choices.method") or ("gated" if gated else "dense")
