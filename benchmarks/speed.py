@@ -28,7 +28,7 @@ from gated_pruning.models.vgg import build
 from gated_pruning.optim import APG, split_parameters
 from gated_pruning.penalty import L1
 from gated_pruning.measure import count_flops, latency_ms
-from gated_pruning.surgery import compact
+from gated_pruning.pruning import compact
 from gated_pruning.train import Trainer
 
 

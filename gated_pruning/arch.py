@@ -22,15 +22,15 @@ Scratch-E).
 """
 from __future__ import annotations
 
-import json
 import os
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from gated_pruning.config.checks import budget_runs
 from gated_pruning.errors import ConfigError
-from gated_pruning.runtime import RESULTS
+from gated_pruning.record import RESULTS, read
 from gated_pruning.stats import count_params
 
 LOAD_KEYS = ("weights", "weights_key")  # model keys that say what to load, not what to build (weights.py)
@@ -82,7 +82,9 @@ def architecture(cfg, dims: dict) -> dict:
         src = source_run(a.run, units)
         out["counts"] = src["prune"]["compact"]["widths"]
         out["run"] = os.path.abspath(a.run)
-        source_target = (src.get("target") or {}).get("flops", src.get("target_flops"))
+        source_target = (src.get("target") or {}).get("flops")
+        if source_target is None:  # a record that does not say what its target meant: its number
+            source_target = src.get("target_flops")
         out["reference"] = dict((src.get("cost") or {}).get("reference") or out["reference"])
         out["reference"]["units"] = [u.name for u in units]  # the source's, as source_run checked
     elif a.source != "config":
@@ -118,8 +120,7 @@ def source_run(run_dir, units) -> dict:
     if not path or not os.path.isfile(path):
         raise ConfigError(f"arch.run={run_dir}: no {RESULTS} there (give the directory of a finished run)")
     try:
-        with open(path) as f:
-            res = json.load(f)
+        res = read(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"arch.run={run_dir}: its {RESULTS} cannot be read ({type(e).__name__}: "
                           f"{' '.join(str(e).split())[:120]}): a truncated or damaged record") from None
@@ -154,7 +155,7 @@ def target(cfg, source_target: float | None = None) -> dict:
         return {"kind": "uniform", "flops": cfg.arch.target_flops}
     if cfg.arch.source == "run":
         return {"kind": "arch_run", "flops": source_target}
-    if cfg.model.gated and cfg.budget.enabled and cfg.get("target_flops") is not None:
+    if budget_runs(cfg):
         return {"kind": "budget", "flops": cfg.target_flops}
     return {"kind": None, "flops": None}
 

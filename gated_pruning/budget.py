@@ -45,6 +45,7 @@ import math
 
 import torch
 
+from gated_pruning.config.checks import budget_problem
 from gated_pruning.masks import global_cut
 
 
@@ -52,26 +53,13 @@ class FlopsBudget:
     def __init__(self, target: float, start: float = 0.0, ramp: float = 0.5, freeze: float | None = 0.6,
                  kp: float = 1.0, ki: float = 0.05, min_gamma: float = 1e-7, max_gamma: float = 10.0,
                  freeze_on_target: bool = False, reopen: bool = False, every: int = 1):
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target_flops={target} must be in (0, 1] (a fraction of the dense FLOPs)")
-        if not (0.0 <= start < 1.0 and 0.0 < ramp and start + ramp <= 1.0):
-            raise ValueError(f"budget.start={start}, budget.ramp={ramp}: need 0 <= start, 0 < ramp "
-                             "and start + ramp <= 1 (fractions of the run)")
-        if freeze is not None and not start + ramp <= freeze <= 1.0:
-            raise ValueError(f"budget.freeze={freeze} must be null or in [start + ramp, 1] "
-                             f"= [{start + ramp:g}, 1]")
-        if not (kp >= 0 and ki > 0):
-            raise ValueError(f"budget.kp={kp} must be >= 0 and budget.ki={ki} > 0")
-        if not 0 < min_gamma < max_gamma:
-            raise ValueError(f"budget.min_gamma={min_gamma} and budget.max_gamma={max_gamma}: "
-                             "need 0 < min_gamma < max_gamma")
+        problem = budget_problem(dict(start=start, ramp=ramp, freeze=freeze, kp=kp, ki=ki, min_gamma=min_gamma,
+                                      max_gamma=max_gamma, freeze_on_target=freeze_on_target, every=every), target)
+        if problem:
+            raise ValueError(problem)
         self.target, self.start, self.ramp, self.kp, self.ki = float(target), start, ramp, kp, ki
         self.freeze = freeze
-        if freeze is None and freeze_on_target:
-            raise ValueError("budget.freeze_on_target=true needs budget.freeze (the latest point of the freeze)")
         self.freeze_on_target, self.reopen = bool(freeze_on_target), bool(reopen)
-        if not int(every) >= 1:
-            raise ValueError(f"budget.every={every} must be a whole number of steps >= 1")
         self.every = int(every)
         self.frozen = False
         self.bounds = (math.log(min_gamma), math.log(max_gamma))

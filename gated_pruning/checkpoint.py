@@ -1,5 +1,6 @@
 """Checkpoints: written whole (temp file, fsync, rename), read with weights_only=True, refused
-with a one-line reason when corrupt or from a different model or config (`fingerprint`)."""
+with a one-line reason when corrupt or from a different model or config (`fingerprint`); the
+random generators they save (`rng_state`), and `Preempted`, the stop that leaves one behind."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,7 @@ import os
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning.config import flatten
+from gated_pruning.config.keys import flatten
 from gated_pruning.errors import CheckpointError, UserError
 from gated_pruning.runtime import save_torch
 from gated_pruning.toolkit import intact
@@ -73,3 +74,34 @@ def check_compatible(saved: dict, current: dict, path: str) -> None:
         shown = ", ".join(f"{k}: {a.get(k)!r} in checkpoint vs {b.get(k)!r} now" for k in diff[:4])
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
         raise CheckpointError(f"resume={path}: checkpoint is from a different config ({shown}{more})")
+
+
+class Preempted(RuntimeError):
+    """A stop signal (SIGTERM, or Ctrl-C's SIGINT) arrived; the step was finished and a
+    checkpoint saved. Carries its path and the signal's name."""
+
+    def __init__(self, path: str, signame: str = "SIGTERM"):
+        super().__init__(path)
+        self.path, self.signame = path, signame
+
+
+def rng_state(device) -> dict:
+    """The generators a run draws from: the CPU's, and the training device's own where it is a GPU.
+    Under torchrun every rank draws the same sequence on its own GPU (seeded alike: stochastic gates
+    sample the same masks everywhere), so rank 0's state, saved, is every rank's to restore."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def set_rng_state(state: dict, device) -> None:
+    """Restore `rng_state`'s generators on this process's device (one GPU's state, whichever GPU
+    this rank has; a checkpoint of an older version holds every GPU's: the first one is taken, as
+    every rank drew alike)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.device(device).type == "cuda":
+        if isinstance(cuda, (list, tuple)):
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda, torch.device(device))

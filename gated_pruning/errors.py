@@ -4,6 +4,7 @@ handlers' install/restore."""
 
 import contextlib
 import signal
+import sys
 
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal's number, as a shell reports it
@@ -63,3 +64,29 @@ def stop_signals_raise():
 
     with stop_signals_handled(handler):
         yield
+
+
+class StopRequest:
+    """A stop asked for while training: inside `handled()`, the first SIGTERM or SIGINT (Ctrl-C)
+    is noted (`signum`; the loop finishes its step, saves a checkpoint and stops), a second SIGINT
+    stops at once (`Interrupted`). `announce`: say so on stderr (rank 0 only)."""
+
+    def __init__(self, announce: bool = True):
+        self.signum, self.announce = None, announce
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGTERM).name
+
+    def handler(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise Interrupted("SIGINT")
+        if self.signum is None and self.announce:
+            print(f"warning: {signal.Signals(signum).name}: finishing this step, then saving a checkpoint"
+                  + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def handled(self):
+        with stop_signals_handled(self.handler):
+            yield

@@ -17,8 +17,8 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
-from gated_pruning.config import RULES
-from gated_pruning.rules import integer
+from gated_pruning.config.keys import RULES
+from gated_pruning.config.rules import integer
 from gated_pruning.data import NUM_CLASSES, Loader, Split, build_data, load_cifar, subset, synthetic
 from gated_pruning.errors import UserError
 from gated_pruning.export import COMPACT_FILE, load_compact
@@ -27,7 +27,7 @@ from gated_pruning.toolkit import ArgumentParser, arg, one_line, readable_file, 
 
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m gated_pruning.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("compact", help="a compact.pt2 written by a run or by gated_pruning.prune (or its folder)")
+    p.add_argument("compact", help="a compact.pt2 written by a run or by gated_pruning.reprune (or its folder)")
     p.add_argument("--data-root", help="where the data set's files are now (default: where the run read them)")
     p.add_argument("--test-size", type=arg(integer(1), "--test-size"),
                    help="a seeded random subset (default: the run's)")
@@ -41,7 +41,7 @@ def _evaluate(a) -> int:
     path = a.compact
     if os.path.isdir(path):
         path = os.path.join(path, COMPACT_FILE)
-    readable_file(path, ": give a compact.pt2 written by a run or by gated_pruning.prune")
+    readable_file(path, ": give a compact.pt2 written by a run or by gated_pruning.reprune")
     model, meta = load_compact(path)
     loader, name, num_classes = _test_set(a, path, meta) if "data" in meta else _older_test_set(a, path, meta)
     correct = 0
@@ -86,7 +86,7 @@ def _older_test_set(a, path: str, meta: dict):
         gen = meta.get("synthetic")
         if not isinstance(gen, dict):
             raise UserError(f"{path} was trained on synthetic data by an older version that did not record "
-                            "how to re-create it; prune the run again (python -m gated_pruning.prune RUN_DIR "
+                            "how to re-create it; prune the run again (python -m gated_pruning.reprune RUN_DIR "
                             "--threshold T) for a file that can be evaluated")
         try:
             _, test = synthetic(gen["num_classes"], gen["train_size"], gen["test_size"], seed=gen["seed"])

@@ -11,17 +11,18 @@ import time
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning import checkpoint, distributed, pruning
+from gated_pruning import checkpoint, distributed, pruning, record
 from gated_pruning import weights as trained_weights
 from gated_pruning.arch import architecture, instantiated, model_node, outcome
 from gated_pruning.checkpoint import fingerprint
-from gated_pruning.config import check_config
+from gated_pruning.config.checks import budget_runs
+from gated_pruning.config.keys import check_config
 from gated_pruning.data import build_data
 from gated_pruning.errors import ConfigError
 from gated_pruning.models.protocol import kept_by_name, rebuilt
-from gated_pruning.objective import delivered
 from gated_pruning.optim import lr_lambda, split_parameters
-from gated_pruning.runtime import (RESULTS, environment, now, pick_device, save_torch, set_deterministic,
+from gated_pruning.record import RESULTS
+from gated_pruning.runtime import (environment, now, pick_device, save_torch, set_deterministic,
                                    set_threads, write_json)
 from gated_pruning.stats import cost
 from gated_pruning.tracking import NullTracker, build_tracker, tracker_config
@@ -74,8 +75,8 @@ def _schedule(o) -> dict:
 
 
 def _budget(cfg):
-    """The FLOPs budget controller, unbound, or None when it does not run (config._budget_runs)."""
-    if cfg.target_flops is None or not cfg.model.gated or not cfg.budget.enabled:
+    """The FLOPs budget controller, unbound, or None when it does not run (`checks.budget_runs`)."""
+    if not budget_runs(cfg):
         return None
     return build({k: v for k, v in cfg.budget.items() if k != "enabled"}, target=cfg.target_flops)
 
@@ -155,7 +156,7 @@ def build_trainer(cfg, data, device, run_dir: str = ".") -> tuple[Trainer, dict]
                       fingerprint=fingerprint(cfg), eps=cfg.trainer.eps)
     budget = _budget(cfg) if gates else None
     if budget is not None:
-        trainer.budget = bind(budget, model, penalty, trainer.trained_gate_weights, total, cfg.prune.threshold)
+        trainer.budget = bind(budget, model, penalty, trainer.gates.trained_weights, total, cfg.prune.threshold)
     return trainer, arch
 
 
@@ -192,12 +193,12 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             "curve": trainer.curve,
             "train_seconds_this_process": train_seconds,
             "gates": {
-                "layers": trainer.layer_names,
+                "layers": trainer.gates.names,
                 "channels": model.sizes(),
                 "kinds": [u.kind for u in model.units()],
                 "final": history_final,
-                "history": trainer.history,
-                "dead_layers": sorted(trainer.dead_warned),
+                "history": trainer.gates.history,
+                "dead_layers": sorted(trainer.gates.dead_warned),
                 "gamma_final": float(penalty.gamma) if penalty is not None else None,
             },
             "wandb": {"run_id": tracker.run_id, "dir": tracker.run_dir},
@@ -217,18 +218,18 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
             widths = results["prune"]["compact"]["widths"]
         results["cost"] = cost(arch, final, kept_by_name(names, widths, arch["reference"].get("units")))
         results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
-        results["final"] = delivered(results)
         results["time"]["end"] = now()
+        results = record.build(results)
         write_json(results, os.path.join(run_dir, RESULTS))
         if missed:
             print(f"warning: {missed}", file=sys.stderr)
         tracker.summary(summary_values(results))
-        history = trainer.history
+        history = trainer.gates.history
         if history:
             tracker.line_series(
                 "charts/zero_gate_fraction", [h["epoch"] for h in history],
                 {n: [h["zeros"][i] / c for h in history]
-                 for i, (n, c) in enumerate(zip(trainer.layer_names, trainer.layer_channels))},
+                 for i, (n, c) in enumerate(zip(trainer.gates.names, trainer.gates.channels))},
                 "fraction of zero gates per layer", "epoch")
     finally:
         tracker.finish()

@@ -89,8 +89,8 @@ def load_compact(path: str):
     anything else (torch.export.load logs a traceback before it fails on a foreign file)."""
     if not _is_pt2_archive(path):
         raise UserError(f"{path}: not a compact network (a torch.export .pt2 archive, as written by a run "
-                        "or by gated_pruning.prune)")
-    intact(path, "; prune the run again for a new one (python -m gated_pruning.prune RUN_DIR)")
+                        "or by gated_pruning.reprune)")
+    intact(path, "; prune the run again for a new one (python -m gated_pruning.reprune RUN_DIR)")
     extra = {"meta.json": ""}
     try:
         program = torch.export.load(path, extra_files=extra)

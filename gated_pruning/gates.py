@@ -26,8 +26,11 @@ import math
 import torch
 from torch import nn
 
-ESTIMATORS = ("identity", "clipped")
-HC_ESTIMATORS = ("relaxed", "straight_through")
+from gated_pruning import kinds
+
+# the estimators each kind takes, as declared in kinds.py
+ESTIMATORS = kinds.BINARIZERS["gated_pruning.gates.ThresholdBinarizer"].estimators
+HC_ESTIMATORS = kinds.BINARIZERS["gated_pruning.gates.HardConcreteBinarizer"].estimators
 
 
 class _BinarizeSTE(torch.autograd.Function):

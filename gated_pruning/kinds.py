@@ -1,21 +1,25 @@
 """Every extensible kind declared once, torch-free: the binarizers (gate kinds), the gate
-optimizers and the penalties. The config rules (`config.RULES`), the cross-key checks
-(`checks.py`), the report labels (`reports/records.py`) and the modules themselves read these
-declarations; nothing matches a class name as a string. (Model families declare their depths in
-`models/families.py`, data sets in `datasets.py`.)
+optimizers and the penalties here; model families in `models/families.py`, data sets in
+`datasets.py`. The config rules (`config/keys.py`), the cross-key checks (`config/checks.py`), the
+report labels (`reports/records.py`) and the modules themselves read these declarations; nothing
+matches a class name as a string.
 
 A kind is named by its class's import path, the `_target_` of its config file. Adding one is its
-declaration here, its class, and its `conf/GROUP/NAME.yaml`. A package outside the project adds
-its own kinds the same way, declared in a torch-free module that the entry-point group
-`gated_pruning.kinds` names (`[project.entry-points."gated_pruning.kinds"] mine = "pkg.kinds"`):
-every declaration in that module's `KINDS` list is registered when this module is imported, so
-preflight, the rules and the reports know it before a run starts.
+declaration, its class, and its `conf/GROUP/NAME.yaml`. A package outside the project adds its
+own the same way: in a torch-free module that the entry-point group `gated_pruning.kinds` names
+(`[project.entry-points."gated_pruning.kinds"] mine = "pkg.kinds"`), a `KINDS` list of
+declarations (`Binarizer`, `GateOptimizer`, `Penalty`, `models.families.Family`,
+`datasets.Declared`), registered when this module is imported, so that preflight, the rules and
+the reports know them before a run starts (docs/architecture.md, "Add a gate kind").
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 from dataclasses import dataclass
+
+from gated_pruning.datasets import DECLARED, Declared
+from gated_pruning.models.families import FAMILIES, Family
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,15 @@ class Penalty:
 BINARIZERS: dict[str, Binarizer] = {}
 GATE_OPTIMIZERS: dict[str, GateOptimizer] = {}
 PENALTIES: dict[str, Penalty] = {}
-_REGISTRIES = {Binarizer: BINARIZERS, GateOptimizer: GATE_OPTIMIZERS, Penalty: PENALTIES}
+_REGISTRIES = {Binarizer: BINARIZERS, GateOptimizer: GATE_OPTIMIZERS, Penalty: PENALTIES, Family: FAMILIES,
+               Declared: DECLARED}
 
 
 def register(*kinds) -> None:
-    """Add declarations (`Binarizer`, `GateOptimizer`, `Penalty`) to their registries."""
+    """Add declarations (`Binarizer`, `GateOptimizer`, `Penalty`, a model `Family`, a data set's
+    `datasets.Declared`) to their registries: by their class's import path, a data set by its name."""
     for kind in kinds:
-        _REGISTRIES[type(kind)][kind.target] = kind
+        _REGISTRIES[type(kind)][getattr(kind, "target", None) or kind.name] = kind
 
 
 register(

@@ -14,13 +14,10 @@ or failed run prints the command that resumes it, quoted so that it works when p
 from __future__ import annotations
 
 import contextlib
-import glob
-import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -29,18 +26,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
-from gated_pruning import objective, preflight, runlog, toolkit
-from gated_pruning.errors import EXIT_CODES, Diverged, Interrupted, UserError, stop_signals_handled, stop_signals_raise
+from gated_pruning import objective, runlog, sweepend, toolkit
+from gated_pruning.config import preflight
+from gated_pruning.record import RESULTS
+from gated_pruning.errors import EXIT_CODES, Diverged, UserError, stop_signals_handled, stop_signals_raise
 from gated_pruning.toolkit import disk_full, fail, one_line, warn
 
 RUN_SCRIPT = os.path.join(toolkit.ROOT, "run.py")
 # what a run leaves in its directory: a directory holding any of these belongs to a run
-RUN_FILES = (".hydra", "results.json", "checkpoint.pt", "model.pt", "compact.pt2", "multirun.yaml")
+RUN_FILES = (".hydra", RESULTS, "checkpoint.pt", "model.pt", "compact.pt2", "multirun.yaml")
 # what makes a directory worth keeping after a stop: work that a rerun would redo
-WORK_FILES = ("results.json", "checkpoint.pt", "model.pt", "compact.pt2", "failure.json")
-FAILURE = "failure.json"  # a sweep job's record of its failure
-STOPPED = "stopped.json"  # a sweep job's record of a stop signal: its checkpoint and the command that resumes it
-STOP_MARKER = ".stopping"  # in a sweep folder: a stop signal came, no job starts any more
+WORK_FILES = (RESULTS, "checkpoint.pt", "model.pt", "compact.pt2", sweepend.FAILURE)
 PLAIN = re.compile(r"[A-Za-z0-9_./:@%+~-]+")  # a path that Hydra reads as written, unquoted
 
 
@@ -61,67 +57,20 @@ _claim: Claim | None = None  # run.py's process: what it claimed (a sweep's work
 def command(hydra_main) -> int:
     """`python run.py ARGS`: check, claim, run; returns the exit status."""
     try:
-        with stop_signals_handled(_stop_handler):  # from the first second: a SIGTERM is one line, not a silent death
+        with stop_signals_handled(lambda signum, frame: sweepend.on_stop(signum, _claim)):  # from the first second: a SIGTERM is one line, not a silent death
             try:
                 sys.argv[1:] = prepare(sys.argv[1:])
                 hydra_main()
             except KeyboardInterrupt as e:  # a stop outside a job's own handling (before, between jobs)
-                _ignore_stop_signals()
+                sweepend.ignore_stop_signals()
                 signame = getattr(e, "signame", "SIGINT")
                 if _claim is None or release_claim():
                     fail(f"stopped by {signame} before the run started; nothing was written", EXIT_CODES[signame])
                 fail(f"stopped by {signame}; the sweep stops here (the jobs that ran keep their folders)",
                      EXIT_CODES[signame])
-        return sweep_status()
+        return sweepend.status(_claim, release_claim)
     finally:
-        _ignore_stop_signals()
-
-
-def _stop_handler(signum, frame):
-    """A stop signal to `run.py`'s own process. Before a sweep's jobs run: stop at once
-    (`Interrupted`). Once they run: every running job is told to save and stop (a SIGTERM to the
-    launcher's worker processes, as a stop to the whole process group would), no job starts any
-    more (the sweep folder's STOP_MARKER), and the sweep ends with the list of the stopped jobs and
-    the commands that resume them; a second signal stops at once."""
-    name = signal.Signals(signum).name
-    c = _claim
-    if c is None or not c.sweep or not os.path.isdir(c.path) or os.path.exists(os.path.join(c.path, STOP_MARKER)):
-        raise Interrupted(name)
-    mark_stopping(c.path, name)
-    workers = _worker_processes()  # those running a job (the others will not start one: the marker)
-    for pid in workers:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)  # SIGTERM, not SIGINT: after a Ctrl-C to the group, a second SIGINT would not save
-    print(f"warning: {name}: the running jobs save a checkpoint and stop; no other job starts (a second "
-          f"{name} stops at once)", file=sys.stderr, flush=True)
-
-
-def mark_stopping(sweep_dir: str, signame: str) -> None:
-    """Mark a sweep as stopping (by `signame`): jobs that have not started will not."""
-    with contextlib.suppress(OSError):
-        with open(os.path.join(sweep_dir, STOP_MARKER), "x") as f:
-            f.write(signame)
-
-
-def _worker_processes() -> list[int]:
-    """The processes this one started that are running a job (joblib's loky workers, submitit's
-    jobs): its children that catch SIGTERM (a job's handler is installed; an idle worker, which
-    would die of it, does not); [] where /proc cannot tell."""
-    out, me = [], os.getpid()
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/status") as f:
-                    caught = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigCgt:"))
-            except (OSError, ValueError, IndexError, StopIteration):
-                continue
-            if ppid == me and caught >> (signal.SIGTERM - 1) & 1:
-                out.append(int(entry))
-    return out
+        sweepend.ignore_stop_signals()
 
 
 # ---------------------------------------------------------------------------- claiming a directory
@@ -263,14 +212,6 @@ def prepare(argv: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------- one job
 
-def _ignore_stop_signals() -> None:
-    """The run has stopped and says so: a further Ctrl-C while the interpreter shuts down would
-    only add a traceback after the one line."""
-    for s in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(s, signal.SIG_IGN)
-
-
 def resume_command(overrides: list[str], path: str, config_name: str = "config",
                    config_dir: str | None = None) -> str:
     """The command that continues a run from the checkpoint `path`: its overrides and
@@ -324,8 +265,8 @@ def _run_job(cfg, hydra_config) -> float | list | None:
     the sweep goes on (None is its return value)."""
     # torch and the experiment come in here, after preflight checked every job torch-free
     from gated_pruning import checkpoint, experiment
-    from gated_pruning.runtime import RESULTS, now, write_json
-    from gated_pruning.train import Preempted
+    from gated_pruning.runtime import now, write_json
+    from gated_pruning.checkpoint import Preempted
 
     run_dir = hydra_config.runtime.output_dir
     overrides = list(hydra_config.overrides.task)
@@ -346,7 +287,7 @@ def _run_job(cfg, hydra_config) -> float | list | None:
         saved = os.path.join(run_dir, checkpoint.FILENAME)
         return saved if os.path.isfile(saved) else cfg.get("resume")
 
-    if sweep and os.path.exists(os.path.join(hydra_config.sweep.dir, STOP_MARKER)):
+    if sweep and os.path.exists(os.path.join(hydra_config.sweep.dir, sweepend.STOP_MARKER)):
         _unstarted(run_dir)  # the sweep was stopped before this job began: it does not
         return None
     try:
@@ -355,15 +296,15 @@ def _run_job(cfg, hydra_config) -> float | list | None:
             results = experiment.run(cfg, run_dir, run_name=name, group=group, choices=choices)
     except Preempted as e:
         if sweep:  # the job saved; the sweep goes on to its end, where it lists what was stopped
-            mark_stopping(hydra_config.sweep.dir, e.signame)
+            sweepend.mark_stopping(hydra_config.sweep.dir, e.signame)
             record = {"job": hydra_config.job.num, "overrides": overrides, "signal": e.signame,
                       "checkpoint": e.path, "resume": resume(e.path), "time": now()}
             with contextlib.suppress(OSError):
-                write_json(record, os.path.join(run_dir, STOPPED))
+                write_json(record, os.path.join(run_dir, sweepend.STOPPED))
             warn(f"job {hydra_config.job.num} stopped by {e.signame}; checkpoint saved to {e.path}; continue with: "
                  f"{record['resume']}")
             return None
-        _ignore_stop_signals()
+        sweepend.ignore_stop_signals()
         fail(f"stopped by {e.signame}; checkpoint saved to {e.path}; continue with: {resume(e.path)}{later}",
              EXIT_CODES.get(e.signame, 130))
     except KeyboardInterrupt as e:
@@ -371,16 +312,16 @@ def _run_job(cfg, hydra_config) -> float | list | None:
         code = EXIT_CODES.get(signame, 130)
         saved = last_checkpoint()
         if sweep:  # stopped before training saved (or at once): the sweep ends with the others
-            mark_stopping(hydra_config.sweep.dir, signame)
+            sweepend.mark_stopping(hydra_config.sweep.dir, signame)
             if saved:
                 record = {"job": hydra_config.job.num, "overrides": overrides, "signal": signame,
                           "checkpoint": saved, "resume": resume(saved), "time": now()}
                 with contextlib.suppress(OSError):
-                    write_json(record, os.path.join(run_dir, STOPPED))
+                    write_json(record, os.path.join(run_dir, sweepend.STOPPED))
             else:
                 _unstarted(run_dir)
             return None
-        _ignore_stop_signals()
+        sweepend.ignore_stop_signals()
         if saved:
             fail(f"stopped by {signame} at once; continue from the last checkpoint with: {resume(saved)}{later}", code)
         if release_claim():
@@ -405,7 +346,7 @@ def _run_job(cfg, hydra_config) -> float | list | None:
             fail(message, code)
         record = {"job": hydra_config.job.num, "overrides": overrides, "error": message, "exit_code": code,
                   "time": now(), "traceback": None if isinstance(e, UserError) else traceback.format_exc()}
-        path = os.path.join(run_dir, FAILURE)
+        path = os.path.join(run_dir, sweepend.FAILURE)
         with contextlib.suppress(OSError):  # a full disk may refuse the record too: the line stays
             write_json(record, path)
         warn(f"job {hydra_config.job.num} ({' '.join(overrides)}) failed: {message}; recorded in {path}; "
@@ -424,57 +365,3 @@ def _unstarted(run_dir: str) -> None:
     """A job folder the launcher made for a job that did not run: removed, unless it holds work."""
     if os.path.isdir(run_dir) and not any(f in WORK_FILES for _, _, fs in os.walk(run_dir) for f in fs):
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def sweep_status() -> int:
-    """After a sweep: for a stopped sweep, one `error:` line listing the jobs it stopped and the
-    commands that resume them (exit 130/143; nothing kept when no job had written work); else one
-    `error:` line naming the jobs that failed, and exit status 1; else 0."""
-    c = _claim
-    if c is None or not c.sweep:
-        return 0
-    marker = os.path.join(c.path, STOP_MARKER)
-    if os.path.exists(marker):
-        with open(marker) as f:
-            signame = f.read().strip() or "SIGTERM"
-        code = EXIT_CODES.get(signame, 130)
-        _ignore_stop_signals()
-        stopped = []
-        for path in sorted(glob.glob(os.path.join(glob.escape(c.path), "*", STOPPED))):
-            with contextlib.suppress(OSError, ValueError):
-                with open(path) as f:
-                    stopped.append(json.load(f))
-        os.unlink(marker)
-        if not stopped and release_claim():
-            fail(f"stopped by {signame} before a job saved anything; nothing was kept: run the same command again",
-                 code)
-        done = len(glob.glob(os.path.join(glob.escape(c.path), "*", "results.json")))
-        if not stopped:
-            fail(f"stopped by {signame}; {done} of {c.jobs} jobs finished, the others did not start (run them "
-                 "again: the sweep folder keeps the finished ones)", code)
-        lines = "; ".join(f"job {r['job']}: {r['resume']}" for r in sorted(stopped, key=lambda r: r['job']))
-        fail(f"stopped by {signame}: {len(stopped)} job(s) saved a checkpoint, continue each with: {lines}; "
-             f"{done} of {c.jobs} jobs finished", code)
-    failed = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(c.path), "*", FAILURE))):
-        try:
-            with open(path) as f:
-                failed.append((path, json.load(f)))
-        except (OSError, ValueError):
-            failed.append((path, {"job": "?", "overrides": [os.path.basename(os.path.dirname(path))],
-                                  "error": "its failure.json is unreadable"}))
-    if not failed:
-        return 0
-    failed.sort(key=lambda pf: (str(pf[1].get("job")).zfill(6)))
-    total = max(c.jobs, len(glob.glob(os.path.join(glob.escape(c.path), "*", "results.json"))) + len(failed))
-    done = total - len(failed)
-    rest = f"the other {done} finished" if done else "no job finished"
-    if len(failed) == 1:
-        path, rec = failed[0]
-        print(f"error: job {rec['job']} of {total} ({' '.join(rec['overrides'])}) failed: {rec['error']} "
-              f"(recorded in {path}); {rest}", file=sys.stderr)
-    else:
-        names = ", ".join(f"job {rec['job']} ({' '.join(rec['overrides'])})" for _, rec in failed)
-        print(f"error: {len(failed)} of {total} jobs failed: {names}; each one's error is in its folder's "
-              f"{FAILURE}; {rest}", file=sys.stderr)
-    return 1

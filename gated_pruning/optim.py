@@ -32,10 +32,11 @@ from typing import Sequence
 
 import torch
 
+from gated_pruning import kinds
 from gated_pruning.gates import Gate
 
 FORWARD_POINTS = ("lookahead", "prox")
-CLAMPS = ("none", "prox", "lookahead")
+CLAMPS = kinds.GATE_OPTIMIZERS["gated_pruning.optim.APG"].clamps  # as declared in kinds.py
 
 
 def _clamp_mode(clamp) -> str:

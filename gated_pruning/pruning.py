@@ -1,5 +1,6 @@
-"""The pruning step after training, shared by a run and by `python -m gated_pruning.prune`: cut the
-trained network (masks.py, surgery.py; reconstruction.py for the cuts that rebuild the next layer),
+"""The pruning step after training, shared by a run and by `python -m gated_pruning.reprune`: cut the
+trained network (masks.py decides which channels go, `compact` removes them; reconstruction.py
+for the cuts that rebuild the next layer),
 in one round or several with fine-tuning between (`prune.rounds`), measure the dense and the
 compact network (measure.py), say what is wrong with the cut (dead layers, a target it cannot
 meet), fine-tune, and save the compact network (export.py)."""
@@ -17,12 +18,31 @@ from gated_pruning.errors import ConfigError
 from gated_pruning.export import COMPACT_FILE, ONNX_FILE, compact_meta, exported, onnx_bytes, onnx_missing, save_compact
 from gated_pruning import reconstruction
 from gated_pruning.importance import RECONSTRUCTING
-from gated_pruning.masks import target_masks
+from gated_pruning.masks import keep_masks, silent_layers, target_masks
 from gated_pruning.models.protocol import kept_by_name
 from gated_pruning.measure import accounting
 from gated_pruning.optim import lr_lambda
-from gated_pruning.surgery import compact
 from gated_pruning.train import Trainer
+
+
+def compact(model, threshold: float = 0.0, round_to: int = 1,
+            masks: list[torch.Tensor] | None = None) -> tuple[torch.nn.Module, list[str], list[int]]:
+    """Physical removal: (the physically smaller plain network, dead channel groups, the kept count
+    of every unit of `model`: 0 for a removed block and the inner channels that went with it).
+
+    The model does the surgery itself (`models.protocol.GatedNetwork.compact`: gates folded into
+    batch norm, blocks replaced by their shortcuts, channels removed group by group through
+    Torch-Pruning's dependency graph), so this works for every model of `models/`; which channels
+    go is `masks.py`'s question. `model` is not modified. `masks` (one bool tensor per unit)
+    replace the zero-gate rule of `keep_masks`; its dead groups are then the groups whose every
+    kept channel has a zero gate. `threshold=-1` keeps everything: the dense network with its
+    gates folded in."""
+    if masks is None:
+        masks, dead = keep_masks(model, threshold, round_to)
+    else:
+        dead = silent_layers(model, masks) if model.gates() else []
+    small = model.compact(masks)
+    return small, dead, kept_by_name([u.name for u in small.units()], small.sizes(), [u.name for u in model.units()])
 
 
 def prune_and_measure(model, cfg, evaluate, validate: bool = False, batches=None, tune=None):

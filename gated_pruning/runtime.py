@@ -15,7 +15,6 @@ import torch
 
 from gated_pruning.errors import ConfigError
 
-RESULTS = "results.json"  # the record every run leaves in its directory
 
 
 def check_device(name: str, need_available: bool = True) -> None:

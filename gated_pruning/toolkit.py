@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 
-from gated_pruning.rules import show
+from gated_pruning.config.rules import show
 from gated_pruning.errors import EXIT_CODES, UserError, stop_signals_raise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: run.py, conf/

@@ -14,7 +14,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from gated_pruning.config import flatten
+from gated_pruning.config.keys import flatten
 
 
 class NullTracker:

@@ -1,4 +1,5 @@
-"""The training loop: epochs of steps, evaluation, gate statistics, checkpoints, exact resume.
+"""The training loop: epochs of steps, evaluation, checkpoints, exact resume (the gate statistics it
+keeps and logs are `gatelog.py`'s).
 
 One loop serves the gated network (weights by SGD, gates by APG or GateSGD, a penalty on the
 gates, optionally a FLOPs budget that sets the penalty's strength) and the fine-tuning of a pruned
@@ -9,47 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from gated_pruning import checkpoint, distributed, stats
-from gated_pruning.errors import (CheckpointError, ConfigError, Diverged, Interrupted,
-                                  stop_signals_handled)
-
-
-class Preempted(RuntimeError):
-    """A stop signal (SIGTERM, or Ctrl-C's SIGINT) arrived; the step was finished and a
-    checkpoint saved. Carries its path and the signal's name."""
-
-    def __init__(self, path: str, signame: str = "SIGTERM"):
-        super().__init__(path)
-        self.path, self.signame = path, signame
-
-
-def _rng_state(device) -> dict:
-    """The generators a run draws from: the CPU's, and the training device's own where it is a GPU.
-    Under torchrun every rank draws the same sequence on its own GPU (seeded alike: stochastic gates
-    sample the same masks everywhere), so rank 0's state, saved, is every rank's to restore."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.device(device).type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
-    return state
-
-
-def _set_rng_state(state: dict, device) -> None:
-    """Restore `_rng_state`'s generators on this process's device (one GPU's state, whichever GPU
-    this rank has; a checkpoint of an older version holds every GPU's: the first one is taken, as
-    every rank drew alike)."""
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.device(device).type == "cuda":
-        if isinstance(cuda, (list, tuple)):
-            cuda = cuda[0]
-        torch.cuda.set_rng_state(cuda, torch.device(device))
+from gated_pruning import checkpoint, distributed
+from gated_pruning.checkpoint import Preempted, rng_state, set_rng_state
+from gated_pruning.errors import CheckpointError, ConfigError, Diverged, StopRequest
+from gated_pruning.gatelog import GateLog
 
 
 class Trainer:
@@ -60,31 +30,18 @@ class Trainer:
         self.val_loader = val_loader  # with one, epochs are judged on it and test is read once, at the end
         self.opt_w, self.sched_w, self.opt_g, self.sched_g = opt_w, sched_w, opt_g, sched_g
         self.penalty, self.budget = penalty, budget
-        self.cfg = cfg
-        self.tracker = tracker
-        self.run_dir = run_dir
+        self.cfg, self.tracker, self.run_dir = cfg, tracker, run_dir
         self.fingerprint = fingerprint or {}
         self.resumable = fingerprint is not None  # a stop signal saves a checkpoint to resume from
-        self.eps = eps
         self.prefix = log_prefix
         self.step_offset = step_offset  # added to the step reported to the tracker
         self.device = train_loader.device
-        units = model.units() if model.gates() else []  # a gate per unit, or none
-        self.layer_names = [u.name for u in units]
-        self.layer_channels = [u.size for u in units]
-        self.removable = {u.name for u in units if u.minimum == 0}  # a residual block: zero is its removal
+        self.gates = GateLog(model, opt_g, penalty, eps)
         self.epoch, self.batch, self.step = 0, 0, 0
-        self.history: list[dict] = []  # gate statistics at log steps and epoch ends
-        self.curve: list[dict] = []    # one row per epoch: train loss/top-1, and val or test
-        self.metrics: dict = {}
-        self.dead_warned: set = set()
-        self.extra_state: dict = {}
-        self._stop_signal = None
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self._seen = 0
-        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._dstep = torch.zeros((), dtype=torch.long, device=self.device)
+        self.curve: list[dict] = []  # one row per epoch: train loss/top-1, and val or test
+        self.metrics, self.extra_state = {}, {}
+        self.stop = StopRequest(announce=distributed.is_main())
+        self.running = Running(self.device)
         self.forward_model = model  # what the training step calls: DDP and/or compiled
         if distributed.world_size() > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -92,69 +49,17 @@ class Trainer:
         if cfg.get("compile"):
             self.forward_model = torch.compile(self.forward_model, dynamic=False)  # one shape a run: no dynamic recompiles
 
-    # -- views and statistics ---------------------------------------------------------------
-    def gate_view(self):
-        """Parameters as trained: APG's prox point for evaluation, counts and pruning."""
-        return self.opt_g.prox_view() if self.opt_g is not None else contextlib.nullcontext()
-
-    def trained_gate_weights(self) -> list[torch.Tensor]:
-        """Each gate's latent weight as trained (APG's prox point), without a copy."""
-        prox = self.opt_g.prox_points() if self.opt_g is not None else {}
-        return [prox.get(g.weight, g.weight).detach() for g in self.model.gates()]
-
+    # -- views ---------------------------------------------------------------------------------
     def gate_record(self) -> dict | None:
-        if not self.layer_names:
-            return None
-        with self.gate_view():
-            counts = stats.gate_counts(self.model, self.eps).tolist()
-            quantiles = stats.gate_quantiles(self.model).tolist()
-        rec = {"step": self.step, "epoch": self.step / len(self.train_loader)}
-        for i, key in enumerate(stats.COUNT_KEYS[:3]):
-            rec[key] = [r[i] for r in counts]
-        rec["quantiles"] = [r[:-1] for r in quantiles]  # of the latent gates, stats.QUANTILES
-        rec["nonzero_mean"] = [r[-1] for r in quantiles]
-        if self.penalty is not None:
-            rec["gamma"] = float(self.penalty.gamma)
-        if self.budget is not None:
-            rec["flops_kept"] = float(self.budget.kept)
-            rec["flops_target"] = self.budget.schedule(self.step)
-            rec["frozen"] = self.budget.frozen
-        for name in stats.dead_layers(self.layer_names, counts):
-            if name not in self.dead_warned and name not in self.removable:
-                self.dead_warned.add(name)
-                print(f"warning: every gate of {name} is zero at step {self.step}: the layer "
-                      "outputs nothing (pruning keeps one zero channel, see docs/pruning.md)", file=sys.stderr)
-        return rec
-
-    def _log_gates(self, rec: dict) -> dict:
-        out = {}
-        channels = self.layer_channels
-        for name, z, o, c in zip(self.layer_names, rec["zeros"], rec["ones"], channels):
-            out[f"gates_zero/{name}"] = z
-            out[f"gates_one/{name}"] = o
-            out[f"gates_zero_frac/{name}"] = z / c
-        out["gates_zero_frac/all"] = sum(rec["zeros"]) / sum(channels)
-        for name, qs, m in zip(self.layer_names, rec["quantiles"], rec["nonzero_mean"]):
-            for q, v in zip(stats.QUANTILES, qs):
-                out[f"gates_q{round(100 * q)}/{name}"] = v
-            out[f"gates_nonzero_mean/{name}"] = m
-        for key in ("gamma", "flops_kept", "flops_target"):
-            if key in rec:
-                out[f"budget/{key}" if key != "gamma" else "penalty/gamma"] = rec[key]
-        return out
-
-    def _gate_histograms(self) -> dict:
-        """{W&B key: latent gate values} per layer, as trained."""
-        with self.gate_view():
-            return {f"gates_hist/{n}": g.weight.detach().float().cpu().numpy()
-                    for n, g in zip(self.layer_names, self.model.gates())}
+        """The gate statistics now (`GateLog.record`)."""
+        return self.gates.record(self.step, self.step / len(self.train_loader), self.budget)
 
     def evaluate(self, model=None, split: str = "test") -> dict:
         """Loss, top-1, top-5 on the `split` set ("test" or "val") of the trained network (gates
         as trained), or of `model`. Always in float32, whatever `amp` does to training steps."""
         model = model or self.model
         loader = self.val_loader if split == "val" else self.test_loader
-        with self.gate_view() if model is self.model else contextlib.nullcontext():
+        with self.gates.view() if model is self.model else contextlib.nullcontext():
             return evaluate(model, loader, self._layout)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -168,7 +73,7 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _check_finite(self) -> None:
-        bad = int(self._first_bad.item())
+        bad = int(self.running.first_bad.item())
         if bad >= 0:
             raise Diverged(f"{self._what()} loss became NaN or infinite at step {bad} (epoch "
                            f"{bad // len(self.train_loader)}); {self._remedy()}")
@@ -202,13 +107,7 @@ class Trainer:
             self.sched_g.step()
         if self.budget is not None:
             self.budget.update(self.step + 1)  # the step being finished
-        loss = loss.detach()
-        self._first_bad = torch.where(torch.isfinite(loss) | (self._first_bad >= 0),
-                                      self._first_bad, self._dstep)
-        self._dstep += 1
-        self._loss_sum += loss * len(y)
-        self._correct += (out.detach().argmax(1) == y).sum()
-        self._seen += len(y)
+        self.running.add(loss.detach(), out.detach(), y)
 
     def fit(self) -> dict:
         cfg = self.cfg
@@ -218,7 +117,7 @@ class Trainer:
                              f"smaller than dataset.batch_size={self.train_loader.batch_size}")
         self.model.train()
         clock = (self.step, time.perf_counter())  # where the time estimate starts counting
-        with self._signals_save() if self.resumable else contextlib.nullcontext():
+        with self.stop.handled() if self.resumable else contextlib.nullcontext():
             while self.epoch < cfg.epochs:
                 batches = self.train_loader.epoch(self.epoch, self.batch)
                 bar = _progress(batches, total=steps_per_epoch, initial=self.batch,
@@ -256,27 +155,15 @@ class Trainer:
     def _stop(self):
         self._check_finite()
         path = self.save_checkpoint()
-        raise Preempted(path, signal.Signals(self._stop_signal or signal.SIGTERM).name)
-
-    def _running(self) -> tuple[float, float]:
-        """(mean train loss, train top-1) since the epoch began, over every rank."""
-        t = distributed.all_reduce_sum(torch.stack([
-            self._loss_sum.double(), self._correct.double(),
-            torch.full((), float(self._seen), dtype=torch.float64, device=self.device)]))
-        loss_sum, correct, seen = t.tolist()
-        return loss_sum / max(1.0, seen), correct / max(1.0, seen)
+        raise Preempted(path, self.stop.name)
 
     def _log_train(self, bar=None) -> None:
         self._check_finite()
-        loss, _ = self._running()
+        loss, _ = self.running.mean()
         metrics = {f"{self.prefix}train/loss": loss, f"{self.prefix}lr": self.opt_w.param_groups[0]["lr"],
                    f"{self.prefix}epoch": self.step / len(self.train_loader)}
-        rec = self.gate_record()
-        histograms = None
-        if rec is not None:
-            self.history.append(rec)
-            metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
-            histograms = self._gate_histograms() if self._wants_histograms() else None
+        keys, histograms = self.gates.keep(self.gate_record(), self.prefix, self._wants_histograms())
+        metrics.update(keys)
         if bar is not None and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
         if self.tracker is not None:
@@ -284,16 +171,14 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         self._check_finite()
-        loss, top1 = self._running()
+        loss, top1 = self.running.mean()
         train = {"loss": loss, "top1": top1}
         split = "val" if self.val_loader is not None else "test"
         last = self.epoch + 1 == self.cfg.epochs
         judged = self.evaluate(split=split) if last or (self.epoch + 1) % self._every("eval_every") == 0 else None
         self.epoch += 1
         self.batch = 0
-        self._loss_sum.zero_()
-        self._correct.zero_()
-        self._seen = 0
+        self.running.reset()
         self.metrics = {"epoch": self.epoch, "step": self.step, "train": train,
                         **({split: judged} if judged else {k: v for k, v in self.metrics.items() if k == split})}
         row = {"epoch": self.epoch, "step": self.step, "train_loss": train["loss"], "train_top1": train["top1"]}
@@ -305,13 +190,10 @@ class Trainer:
                    **{f"{self.prefix}{split}/{k}": v for k, v in (judged or {}).items()},
                    f"{self.prefix}epoch": self.epoch}
         rec = self.gate_record()
-        histograms = None
-        if rec is not None:
-            if judged:
-                rec[f"{split}_top1"] = judged["top1"]
-            self.history.append(rec)
-            metrics.update({self.prefix + k: v for k, v in self._log_gates(rec).items()})
-            histograms = self._gate_histograms() if self._wants_histograms() else None
+        if rec is not None and judged:
+            rec[f"{split}_top1"] = judged["top1"]
+        keys, histograms = self.gates.keep(rec, self.prefix, self._wants_histograms())
+        metrics.update(keys)
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step + self.step_offset, histograms=histograms)
         if distributed.is_main():  # also with progress=false: the run's record in run.log
@@ -339,12 +221,10 @@ class Trainer:
             "opt_w": self.opt_w.state_dict(), "sched_w": self.sched_w.state_dict(),
             "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
             "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
-            "rng": _rng_state(self.device),
+            "rng": rng_state(self.device),
             "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "history": self.history, "curve": self.curve, "metrics": self.metrics,
-            "dead_warned": sorted(self.dead_warned),
-            "running": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
-                        "first_bad": self._first_bad, "dstep": self._dstep},
+            **self.gates.state_dict(), "curve": self.curve, "metrics": self.metrics,
+            "running": self.running.state_dict(),
             "budget": self.budget.state_dict() if self.budget is not None else None,
             "extra": self.extra_state,
         }
@@ -373,17 +253,11 @@ class Trainer:
             raise CheckpointError(
                 f"resume={path}: checkpoint does not match this model/optimizer "
                 f"({str(e).splitlines()[0][:200]})") from None
-        _set_rng_state(state["rng"], self.device)
+        set_rng_state(state["rng"], self.device)
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
-        self.history, self.metrics = state["history"], state["metrics"]
-        self.curve = state.get("curve", [])
-        self.dead_warned = set(state["dead_warned"])
-        r = state["running"]
-        self._loss_sum = r["loss_sum"].to(self.device)
-        self._correct = r["correct"].to(self.device)
-        self._seen = r["seen"]
-        self._first_bad = r["first_bad"].to(self.device)
-        self._dstep = r["dstep"].to(self.device)
+        self.gates.load_state_dict(state)
+        self.metrics, self.curve = state["metrics"], state.get("curve", [])
+        self.running.load_state_dict(state["running"])
         self.extra_state = state.get("extra", {})
         if self.budget is not None:
             self.budget.load_state_dict(state["budget"])
@@ -393,28 +267,53 @@ class Trainer:
         under data parallelism, so that every rank stops at the same step; `agree`: at a point
         every rank reaches, such as the end of training)."""
         if distributed.world_size() == 1:
-            return self._stop_signal is not None
+            return self.stop.signum is not None
         if not agree and self.step % (self.cfg.log_every or len(self.train_loader)):
             return False
-        flag = torch.full((), float(self._stop_signal is not None), device=self.device)
+        flag = torch.full((), float(self.stop.signum is not None), device=self.device)
         return distributed.all_reduce_sum(flag).item() > 0
 
-    @contextlib.contextmanager
-    def _signals_save(self):
-        """While training, SIGTERM or SIGINT (Ctrl-C) finishes the current step, saves a
-        checkpoint and stops (`Preempted`); a second SIGINT stops at once (`Interrupted`)."""
-        def handler(signum, frame):
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise Interrupted("SIGINT")
-            if self._stop_signal is None and distributed.is_main():
-                name = signal.Signals(signum).name
-                print(f"warning: {name}: finishing this step, then saving a checkpoint"
-                      + (" (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""),
-                      file=sys.stderr, flush=True)
-            self._stop_signal = signum
 
-        with stop_signals_handled(handler):
-            yield
+class Running:
+    """An epoch's running sums, kept on the device (nothing is read back per step): the loss, the
+    correct predictions, the examples seen, and the first step whose loss was not finite."""
+
+    def __init__(self, device):
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.dstep = torch.zeros((), dtype=torch.long, device=device)
+
+    def add(self, loss, out, y) -> None:
+        self.first_bad = torch.where(torch.isfinite(loss) | (self.first_bad >= 0), self.first_bad, self.dstep)
+        self.dstep += 1
+        self.loss_sum += loss * len(y)
+        self.correct += (out.argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def mean(self) -> tuple[float, float]:
+        """(mean train loss, train top-1) since the epoch began, over every rank."""
+        t = distributed.all_reduce_sum(torch.stack([
+            self.loss_sum.double(), self.correct.double(),
+            torch.full((), float(self.seen), dtype=torch.float64, device=self.device)]))
+        loss_sum, correct, seen = t.tolist()
+        return loss_sum / max(1.0, seen), correct / max(1.0, seen)
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.seen = 0
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen,
+                "first_bad": self.first_bad, "dstep": self.dstep}
+
+    def load_state_dict(self, r: dict) -> None:
+        self.loss_sum, self.correct = r["loss_sum"].to(self.device), r["correct"].to(self.device)
+        self.seen = r["seen"]
+        self.first_bad, self.dstep = r["first_bad"].to(self.device), r["dstep"].to(self.device)
 
 
 ETA_AFTER = 20  # steps timed before the estimate of the whole run is said (the first are the slowest)

@@ -67,7 +67,7 @@ cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, 
   done_ "${method}_f${f}_s$seed" && return 0
   local from=$DOCS/$src
   [ -f "$from/model.pt" ] || from=$(dirname "$(compgen -G "$OUT/*/$src/results.json" | head -1)")
-  python -m gated_pruning.prune "$from" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
+  python -m gated_pruning.reprune "$from" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
     --method "$method" --data-root "$D" --out "$OUT/cuts/${method}_f${f}_s$seed"
 }
 
@@ -197,7 +197,7 @@ cut_from() {  # cut_from RUN_DIR SEED F METHOD CRITERION [FLAGS...]: a cut of RU
   local src=$1 seed=$2 f=$3 method=$4 crit=$5
   shift 5
   done_ "${method}_f${f}_s$seed" && return 0
-  python -m gated_pruning.prune "$src" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
+  python -m gated_pruning.reprune "$src" --target-flops "$f" --criterion "$crit" --finetune-epochs 2 --threads 1 \
     --method "$method" --data-root "$D" --out "$OUT/cuts/${method}_f${f}_s$seed" "$@"
 }
 

@@ -2,7 +2,7 @@
 # The CPU study behind docs/results/cpu_study and docs/results/gamma_window: every run, in order,
 # then the reports. Each run is one `python run.py experiment=cpu_cifar100 ...` (VGG-16 x0.25,
 # 4 epochs of the real CIFAR-100, see docs/results.md); cuts of finished runs are one
-# `python -m gated_pruning.prune`. Runs are independent except where a cut or a scratch run
+# `python -m gated_pruning.reprune`. Runs are independent except where a cut or a scratch run
 # reads an earlier run, so they can be spread over machines; on a 2-core machine, two at a time
 # with OMP_NUM_THREADS=1 each did 1.4x the work of one at a time with two threads.
 #   bash sweeps/cpu_study.sh DATA_DIR [OUT]        (OUT default: runs)
@@ -22,7 +22,7 @@ run() {  # run DIR overrides...: one training run into DIR (skipped when it fini
 cut() {  # cut SOURCE F METHOD CRITERION: cut a finished run to F of its FLOPs, fine-tune 1 epoch
   local src=$1 f=$2 method=$3 crit=$4 seed=${1##*_}
   [ -f "$S/${method}_f${f}_${seed}/results.json" ] && return 0
-  python -m gated_pruning.prune "$S/$src" --target-flops "$f" --criterion "$crit" \
+  python -m gated_pruning.reprune "$S/$src" --target-flops "$f" --criterion "$crit" \
     --finetune-epochs 1 --method "$method" --data-root "$D" --out "$S/${method}_f${f}_${seed}"
 }
 

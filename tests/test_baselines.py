@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from gated_pruning import experiment, prune
-from gated_pruning.models.vgg import VGG, build, uniform_width, vgg_widths
+from gated_pruning import experiment, reprune
+from gated_pruning.models.vgg import VGG, build, uniform_width
 from gated_pruning.masks import global_cut, target_masks
-from gated_pruning.surgery import compact
+from gated_pruning.pruning import compact
 
 from conftest import ROOT, STUB_WIDTHS, make_cfg, snapshot
 
@@ -90,7 +90,7 @@ def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dens
     (in this process: tests/test_prune.py runs the command itself)."""
     d, res = dense_run
     threads = torch.get_num_threads()
-    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1", "--method", "l1norm",
+    assert reprune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1", "--method", "l1norm",
                        "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1  # what the record says it ran with
     torch.set_num_threads(threads)
@@ -104,7 +104,7 @@ def test_prune_command_cuts_a_finished_run_to_a_flops_target_and_fine_tunes(dens
     # a second identical command refuses instead of overwriting
     capsys.readouterr()
     before = snapshot(out)
-    assert prune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1"]) == 2
+    assert reprune.main([str(d), "--target-flops", "0.4", "--finetune-epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "exists already" in err and snapshot(out) == before
 

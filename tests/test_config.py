@@ -7,9 +7,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gated_pruning.arch import model_node
-from gated_pruning.config import check_config, flatten, problems
+from gated_pruning.config.keys import check_config, flatten, problems
 from gated_pruning.optim import split_parameters
-from gated_pruning.preflight import group_options
+from gated_pruning.config.preflight import group_options
 
 from conftest import CONF, make_cfg, preset_needs, run_py
 

@@ -5,22 +5,19 @@ seconds, sweep jobs that fail at run time, and resume commands that must work wh
 
 Each case asserts the exit status, the one `error:` or `warning:` line, no traceback, and, where
 files are involved, that the files there before are byte-identical after."""
-import errno
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
 import torch
 
-from gated_pruning import arch, experiment, launch, prune, runtime
+from gated_pruning import arch, experiment, launch, reprune, runtime
 from gated_pruning.models.vgg import build
 
 from conftest import ROOT, FullDisk, make_cfg, one_error_line, run_py, snapshot, stub_run
@@ -232,7 +229,7 @@ def test_a_dead_network_cut_to_a_target_records_its_dead_layers_and_a_cut_short_
 # ------------------------------------------------------------------ the prune tool
 
 def tool(capsys, *argv):
-    code = prune.main([str(a) for a in argv])
+    code = reprune.main([str(a) for a in argv])
     return code, capsys.readouterr().err
 
 
@@ -297,19 +294,19 @@ def run_with(setup: str, *args, cwd=ROOT, timeout=600):
 # the signal a user sends in the first seconds, delivered from inside the process at a chosen point
 STOP_AT = """
 import os, signal, time
-from gated_pruning import {module}
-real = {module}.{function}
+import gated_pruning.{module} as module
+real = module.{function}
 def stopped(*a, **k):
     os.kill(os.getpid(), signal.{signal})
     time.sleep(5)  # the handler raises before this ends
     return real(*a, **k)
-{module}.{function} = stopped
+module.{function} = stopped
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module,function,sig,said", [
-    ("preflight", "check_jobs", "SIGTERM", "stopped by SIGTERM before the run started; nothing was written"),
+    ("config.preflight", "check_jobs", "SIGTERM", "stopped by SIGTERM before the run started; nothing was written"),
     ("launch", "run_job", "SIGINT", "stopped by SIGINT before the run started; nothing was written"),
     ("experiment", "build_data", "SIGTERM", "stopped by SIGTERM before a checkpoint was written; nothing was kept: "
                                            "run the same command again"),
@@ -366,7 +363,7 @@ def test_the_printed_resume_command_works_when_pasted(tmp_path):
     odd = tmp_path / "0_experiment=smoke,gamma=0.0001 é'x"  # a sweep job's folder, a space, non-ASCII, a quote
     args = ["experiment=smoke", "dataset.train_size=2048", "trainer.epochs=1", "trainer.checkpoint_every_steps=5",
             "gamma=0.0001"]
-    from gated_pruning.preflight import quote
+    from gated_pruning.config.preflight import quote
 
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args, f"hydra.run.dir={quote(str(odd))}"],
                             cwd=tmp_path, env=dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=ROOT),
@@ -473,7 +470,7 @@ def test_a_damaged_checkpoint_model_or_compact_file_is_one_line_naming_it(tmp_pa
     assert r.returncode == 2 and f"{bad / 'checkpoint.pt'} is damaged" in line and "checksum" in line, line
     assert not (tmp_path / "resumed").exists()
     damaged(run / "model.pt", bad / "model.pt")
-    r = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(bad), "--threshold", "0"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "gated_pruning.reprune", str(bad), "--threshold", "0"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and f"{bad / 'model.pt'} is damaged" in one_error_line(r.stderr)
     damaged(run / "compact.pt2", bad / "compact.pt2")
@@ -505,7 +502,7 @@ def test_messages_name_the_key_to_change_and_a_file_that_exists(tmp_path):
 
 def test_a_tool_refused_its_output_folder_leaves_none_of_the_folders_it_made(finished_run, tmp_path, capsys):
     out = tmp_path / "made" / "for" / ("x" * 300)  # a name too long for the file system
-    assert prune.main([str(finished_run), "--threshold", "0", "--out", str(out)]) == 2
+    assert reprune.main([str(finished_run), "--threshold", "0", "--out", str(out)]) == 2
     assert "cannot write there (File name too long)" in capsys.readouterr().err
     assert not (tmp_path / "made").exists()
 

@@ -64,7 +64,7 @@ def test_a_folder_run_stopped_mid_epoch_resumes_to_the_same_bits(folder40, tmp_p
     def stopping(self, x, y):
         step(self, x, y)
         if self.step == 5:  # mid-epoch (18 steps an epoch): its workers' batches must be the same again
-            self._stop_signal = signal.SIGTERM
+            self.stop.signum = signal.SIGTERM
     monkeypatch.setattr(Trainer, "_train_step", stopping)
     with pytest.raises(Preempted):
         experiment.run(make_cfg(*overrides), str(tmp_path / "stopped"))

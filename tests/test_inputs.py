@@ -2,7 +2,7 @@
 job of a sweep included) and of the three tools gets one `error:` line before any work; a run
 never writes into another run's directory, and a refused run writes nothing anywhere.
 
-Most cases call the functions `run.py` and the tools call (`launch.prepare`, `prune.main`, ...)
+Most cases call the functions `run.py` and the tools call (`launch.prepare`, `reprune.main`, ...)
 in this process: the same code, without a second of interpreter start-up each. A few go
 through `run.py` itself to check the wiring (exit status, stderr, the files on disk)."""
 import json
@@ -12,10 +12,10 @@ import shutil
 import pytest
 import torch
 
-from gated_pruning import evaluate, launch, prune, pruning
+from gated_pruning import evaluate, launch, pruning, reprune
 from gated_pruning.reports import sweep
-from gated_pruning.config import RULES, check_config, problems
-from gated_pruning.preflight import group_options, quote
+from gated_pruning.config.keys import RULES, check_config, problems
+from gated_pruning.config.preflight import group_options, quote
 
 from conftest import CONF, make_cfg, one_error_line, preset_needs, run_py, snapshot
 
@@ -41,7 +41,7 @@ def test_every_key_of_every_option_and_preset_has_a_rule_and_passes_it(stub):
     for name, cfg in compositions(stub):
         found = problems(cfg)
         assert not found, f"{name}: {found}"  # a key without a rule is reported here, by name
-        from gated_pruning.config import flatten
+        from gated_pruning.config.keys import flatten
         from omegaconf import OmegaConf
         seen |= set(flatten(OmegaConf.to_container(cfg, resolve=True)))
     assert not set(RULES) - seen, f"rules for keys no config has: {sorted(set(RULES) - seen)}"
@@ -492,7 +492,7 @@ def report_cases(run, odd):
     ]
 
 
-@pytest.mark.parametrize("name,main,cases", [("prune", prune.main, prune_cases),
+@pytest.mark.parametrize("name,main,cases", [("reprune", reprune.main, prune_cases),
                                              ("evaluate", evaluate.main, evaluate_cases),
                                              ("report", sweep.main, report_cases)])
 def test_every_bad_tool_input_is_one_line_and_writes_nothing(name, main, cases, finished_run, odd_files, capsys):
@@ -533,7 +533,7 @@ def test_a_failing_or_stopped_tool_leaves_no_partial_output(finished_run, tmp_pa
         save(*args)
         raise Interrupted("SIGINT")
     monkeypatch.setattr(pruning, "save_compact", save_then_stop)
-    code, err = tool(capsys, prune.main, finished_run, "--threshold", "0.5", "--out", out)
+    code, err = tool(capsys, reprune.main, finished_run, "--threshold", "0.5", "--out", out)
     assert code == 130 and "stopped by SIGINT; nothing was written" in one_error_line(err)
     assert os.listdir(tmp_path) == []  # no out/, no deep/, no temporary folder
 

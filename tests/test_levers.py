@@ -36,7 +36,7 @@ def one_step(*overrides):
     state = lambda: {k: v.detach().clone().float() for k, v in trainer.model.state_dict().items()}  # noqa: E731
     before = state()
     trainer._train_step(*next(data.train.epoch(0)))
-    with trainer.gate_view():
+    with trainer.gates.view():
         return before, state()
 
 
@@ -201,4 +201,4 @@ def test_label_smoothing_is_in_the_training_loss_only(tmp_path):
     with torch.no_grad():
         expected = F.cross_entropy(trainer.model(x), y, label_smoothing=0.2).item()
     trainer._train_step(x, y)
-    assert trainer._loss_sum.item() / len(y) == pytest.approx(expected, rel=1e-5)
+    assert trainer.running.loss_sum.item() / len(y) == pytest.approx(expected, rel=1e-5)

@@ -40,7 +40,7 @@ def test_every_model_trains_resumes_prunes_and_exports(model, extra, tmp_path, m
     def stopping(self, x, y):
         step(self, x, y)
         if self.step == 4:
-            self._stop_signal = signal.SIGTERM
+            self.stop.signum = signal.SIGTERM
     monkeypatch.setattr(Trainer, "_train_step", stopping)
     with pytest.raises(Preempted):
         experiment.run(make_cfg(*overrides), str(tmp_path / "stopped"))

@@ -32,12 +32,6 @@ def test_every_configured_kind_is_declared_once_with_its_labels():
         assert variant.startswith("apg-") and label == kinds.BINARIZERS[target].label
 
 
-def test_the_record_file_name_is_the_one_runs_write():
-    from gated_pruning.runtime import RESULTS
-
-    assert records.RESULTS == RESULTS
-
-
 def old_style(res):
     """The same record as written before `target`, `env` and `time` existed."""
     res = json.loads(json.dumps(res))
@@ -61,7 +55,7 @@ def test_a_target_reads_the_same_from_new_and_older_records(method, kind):
 
 
 def test_a_prune_record_is_a_cut_of_its_run():
-    """The record `python -m gated_pruning.prune RUN --target-flops 0.4 --method l1norm` writes."""
+    """The record `python -m gated_pruning.reprune RUN --target-flops 0.4 --method l1norm` writes."""
     res = {"config": {"seed": 2, "model": {"gated": False}, "trainer": {"epochs": 4}, "target_flops": None},
            "derived_from": "/runs/dense_s2", "method": "l1norm", "target_flops": 0.4,
            "metrics": {"test": {"top1": 0.31}}, "gates": {},

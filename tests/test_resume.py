@@ -157,7 +157,7 @@ step = train.Trainer._train_step
 def pressed_twice(self, x, y):
     if self.step == 1:
         os.kill(os.getpid(), signal.SIGINT)
-        assert self._stop_signal == signal.SIGINT, "the first Ctrl-C was not heard"
+        assert self.stop.signum == signal.SIGINT, "the first Ctrl-C was not heard"
         os.kill(os.getpid(), signal.SIGINT)
     return step(self, x, y)
 train.Trainer._train_step = pressed_twice
@@ -182,15 +182,13 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
 
 
 def test_the_training_handler_stops_after_the_step_on_the_first_signal_and_at_once_on_the_second():
-    from gated_pruning.errors import Interrupted
-    from gated_pruning.train import Trainer
+    from gated_pruning.errors import Interrupted, StopRequest
 
-    t = Trainer.__new__(Trainer)  # only the signal handling
-    t._stop_signal = None
+    t = StopRequest()  # the training loop's signal handling
     previous = signal.getsignal(signal.SIGINT)
-    with t._signals_save():
+    with t.handled():
         os.kill(os.getpid(), signal.SIGTERM)
-        assert t._stop_signal == signal.SIGTERM
+        assert t.signum == signal.SIGTERM and t.name == "SIGTERM"
         with pytest.raises(Interrupted):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
@@ -273,12 +271,13 @@ def test_a_layer_losing_every_gate_warns_and_is_recorded(tmp_path, capsys):
 
 def test_sparse_evaluation_and_checkpoints_keep_the_last_epoch_and_skip_host_copies(tmp_path, monkeypatch):
     from gated_pruning import experiment
+    from gated_pruning.gatelog import GateLog
     from gated_pruning.train import Trainer
 
     saved, copied = [], []
-    save, hist = Trainer.save_checkpoint, Trainer._gate_histograms
+    save, hist = Trainer.save_checkpoint, GateLog.histograms
     monkeypatch.setattr(Trainer, "save_checkpoint", lambda self: saved.append(self.epoch) or save(self))
-    monkeypatch.setattr(Trainer, "_gate_histograms", lambda self: copied.append(self.step) or hist(self))
+    monkeypatch.setattr(GateLog, "histograms", lambda self: copied.append(1) or hist(self))
     res = experiment.run(make_cfg("experiment=smoke", "trainer.epochs=5", "trainer.eval_every=2",
                                   "trainer.checkpoint_every_epochs=2"), str(tmp_path))
     assert saved == [2, 4, 5]  # every second epoch, and the last

@@ -94,19 +94,19 @@ def test_torchrun_with_fine_tuning_after_pruning_ends_cleanly_on_rank_0(tmp_path
 
 
 def test_a_gpu_random_state_is_the_training_devices_own_and_resumes_on_any_gpu(monkeypatch):
-    from gated_pruning import train
+    from gated_pruning import checkpoint
 
     put = {}
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: torch.tensor([d.index]))
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: put.__setitem__(d.index, s))
-    state = train._rng_state(torch.device("cuda", 1))  # saved by rank 0 on cuda:1
+    state = checkpoint.rng_state(torch.device("cuda", 1))  # saved by rank 0 on cuda:1
     assert state["cuda"].tolist() == [1]
-    train._set_rng_state(state, torch.device("cuda", 3))  # every rank restores it on its own GPU
+    checkpoint.set_rng_state(state, torch.device("cuda", 3))  # every rank restores it on its own GPU
     assert put[3].tolist() == [1]
     older = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([7]), torch.tensor([8])]}  # every GPU's
-    train._set_rng_state(older, torch.device("cuda", 0))  # a machine with fewer GPUs: no IndexError
+    checkpoint.set_rng_state(older, torch.device("cuda", 0))  # a machine with fewer GPUs: no IndexError
     assert put[0].tolist() == [7]
-    assert "cuda" not in train._rng_state(torch.device("cpu"))
+    assert "cuda" not in checkpoint.rng_state(torch.device("cpu"))
 
 
 def test_deterministic_mode_is_torchs_and_off_again_for_the_next_job():

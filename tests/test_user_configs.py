@@ -97,3 +97,66 @@ def test_what_cannot_be_gated_is_refused_in_one_line_before_any_work(target, why
     line = one_error_line(r.stderr)
     assert r.returncode == 2 and why in line, line
     assert not (tmp_path / "run").exists()
+
+
+HALF = '''
+from gated_pruning.gates import ThresholdBinarizer
+
+
+class Half(ThresholdBinarizer):
+    """0/1 gates at a threshold of one half, straight-through: a researcher's own gate kind."""
+
+    def __init__(self, estimator="identity"):
+        super().__init__(0.5, estimator)
+'''
+HALF_KINDS = '''
+from gated_pruning.kinds import Binarizer
+
+KINDS = [Binarizer("halfgates.Half", "half", "half", "binary (half)", binary=True, estimators=("identity", "clipped"))]
+'''
+
+
+def half_gates(tmp_path, registered=True):
+    """A package outside the project with a gate kind: its class, its declaration (named by an
+    installed distribution's `gated_pruning.kinds` entry point) and its yaml in a config dir."""
+    site = tmp_path / "site"
+    (site / "halfgates").mkdir(parents=True)
+    (site / "halfgates" / "__init__.py").write_text(HALF)
+    (site / "halfgates" / "kinds.py").write_text(HALF_KINDS)
+    if registered:
+        dist = site / "halfgates-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: halfgates\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text("[gated_pruning.kinds]\nhalf = halfgates.kinds\n")
+    conf = tmp_path / "conf" / "binarizer"
+    conf.mkdir(parents=True)
+    (conf / "half.yaml").write_text("_target_: halfgates.Half\nestimator: clipped\n")
+    return {"PYTHONPATH": str(site)}, f"--config-dir={tmp_path / 'conf'}"
+
+
+def test_a_gate_kind_from_another_package_is_refused_until_it_is_declared(tmp_path):
+    env, conf = half_gates(tmp_path, registered=False)
+    r = run_py(conf, "experiment=smoke", "binarizer=half", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and "binarizer._target_='halfgates.Half' is not one of" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_gate_kind_from_another_package_trains_prunes_and_is_labelled_by_its_declaration(tmp_path):
+    """Only the package's class, declaration and yaml: no file of the project touched."""
+    env, conf = half_gates(tmp_path)
+    r = run_py(conf, "experiment=smoke", "binarizer=half", "binarizer.estimator=relaxed",
+               f"hydra.run.dir={tmp_path / 'no'}", env=env)
+    line = one_error_line(r.stderr)  # its declared estimators are the rule
+    assert r.returncode == 2 and "binarizer.estimator='relaxed' is not one of identity, clipped" in line, line
+    run = tmp_path / "run"
+    r = run_py(conf, "experiment=smoke", "binarizer=half", "gamma=0.05", f"hydra.run.dir={run}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.load(open(run / "results.json"))
+    assert res["config"]["binarizer"] == {"_target_": "halfgates.Half", "estimator": "clipped"}
+    assert res["prune"]["compact"]["widths"] and res["final"]["test_top1"] is not None
+    label = subprocess.run([sys.executable, "-c", "import sys; from gated_pruning.reports import records; "
+                            "r = records.load(sys.argv[1])[0]; print(r.variant, '|', r.gates)", str(run)],
+                           cwd=ROOT, env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
+    assert label.stdout.strip() == "apg-half | binary (half)", label.stdout + label.stderr

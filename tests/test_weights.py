@@ -11,7 +11,6 @@ import torchvision
 from gated_pruning import experiment
 from gated_pruning.arch import model_node
 from gated_pruning.errors import ConfigError
-from gated_pruning.gates import ThresholdBinarizer
 
 from conftest import make_cfg, one_error_line, run_py
 

@@ -23,25 +23,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_pruning.gates import Gate
+from gated_pruning.models.families import GATE_POSITIONS, RESNET_BLOCKS, RESNET_STAGES
 from gated_pruning.models.layers import GatedBatchNorm2d, fold_gate
 from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
 
-DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
-BASE = (16, 32, 64)
-GATE_POSITIONS = ("bn", "relu")
 
 
 def stage_widths(width: float) -> list[int]:
     if width <= 0:
         raise ValueError(f"model.width={width} must be > 0")
-    return [max(1, int(round(c * width))) for c in BASE]
+    return [max(1, int(round(c * width))) for c in RESNET_STAGES]
 
 
 def default_spec(depth: int, width: float = 1.0) -> dict:
     """The network as data: stem width and, per block, (in, inner, out, stride, present)."""
-    if depth not in DEPTHS:
-        raise ValueError(f"model.depth={depth} is not one of {sorted(DEPTHS)} (6n + 2)")
-    n, widths = DEPTHS[depth], stage_widths(width)
+    if depth not in RESNET_BLOCKS:
+        raise ValueError(f"model.depth={depth} is not one of {sorted(RESNET_BLOCKS)} (6n + 2)")
+    n, widths = RESNET_BLOCKS[depth], stage_widths(width)
     blocks, c_in = [], widths[0]
     for s, c in enumerate(widths):
         for i in range(n):

@@ -13,30 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_pruning.gates import Gate
+from gated_pruning.models.families import GATE_POSITIONS, VGG_LAYERS
 from gated_pruning.models.layers import GatedBatchNorm2d, fold_gate
 from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
-
-CONFIGS = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-         512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
-}
 
 Layers = Sequence[Union[int, str]]
 
 
 def vgg_widths(depth: int, width: float = 1.0) -> list:
     """The layer list of VGG-`depth` with every conv width scaled by `width` (at least 1)."""
-    if depth not in CONFIGS:
-        raise ValueError(f"model.depth={depth} is not one of {sorted(CONFIGS)}")
+    if depth not in VGG_LAYERS:
+        raise ValueError(f"model.depth={depth} is not one of {sorted(VGG_LAYERS)}")
     if width <= 0:
         raise ValueError(f"model.width={width} must be > 0")
-    return [v if v == "M" else max(1, int(round(v * width))) for v in CONFIGS[depth]]
-
-
-GATE_POSITIONS = ("bn", "relu")
+    return [v if v == "M" else max(1, int(round(v * width))) for v in VGG_LAYERS[depth]]
 
 
 class ConvBlock(nn.Module):
@@ -182,7 +172,7 @@ def flops(layers: Layers, widths, in_channels: int, num_classes: int, size: int 
 def with_widths(depth: int, widths) -> list:
     """The layer list of VGG-`depth` with its conv widths replaced by `widths` (e.g. the kept
     widths of a pruned network)."""
-    layers = CONFIGS[depth] if depth in CONFIGS else vgg_widths(depth)
+    layers = list(VGG_LAYERS[depth]) if depth in VGG_LAYERS else vgg_widths(depth)
     convs = sum(v != "M" for v in layers)
     widths = [int(w) for w in widths]
     if len(widths) != convs or min(widths) < 1:

@@ -4,7 +4,7 @@ differences paired by seed, from the run records themselves.
     python -m gated_pruning.reports.compare NAME DIR [DIR ...] [--out docs/results] [--page docs/results.md] [--pair A:B]
 
 Reads every results.json below the DIRs (training runs and the records that
-`python -m gated_pruning.prune` writes for a cut of a finished run) and writes OUT/NAME/:
+`python -m gated_pruning.reprune` writes for a cut of a finished run) and writes OUT/NAME/:
 `results.md` (a row per method, gate kind, FLOPs target and epochs: FLOPs and params kept, top-1
 of the trained network, after cutting, after fine-tuning and of the network delivered, on test
 and on val, mean ± sample std over seeds; what each target meant, the gamma a budget ended with,

@@ -3,30 +3,31 @@ label a report shows is decided here, once: the method, the gate kind, the FLOPs
 it meant, the gamma in effect at the end, the thread setting and the code commit.
 
 Two kinds of record are read: a training run's (`experiment.run`) and the record that
-`python -m gated_pruning.prune` writes for a cut of a finished run (it carries `derived_from`).
-Older records (all of docs/runs/) lack `target`, `env`, `time` and the validation numbers: the
-target is derived from their config, the rest shows "-". A record that is not JSON, or has no
-config, is skipped; a field that is present but malformed (a hand-edited type, a shortened list)
+the re-prune tool (`python -m gated_pruning.reprune`) writes for a cut of a finished run (it
+carries `derived_from`). Each is read through `record.read`, which brings an older schema up to
+date (its `target` and `final`); what an old record never measured (`env`, `time`, the validation
+numbers) shows "-". A record that is not JSON, from a newer schema, or without a config, is skipped; a field that is present but malformed (a hand-edited type, a shortened list)
 is one `warning:` line naming the file and the fields, and the rest of the run is reported.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import math
 import os
 import sys
 
 from omegaconf import OmegaConf
 
-from gated_pruning import kinds
+from gated_pruning import kinds, record
+from gated_pruning.datasets import DECLARED
+from gated_pruning.models import families
+from gated_pruning.record import RESULTS
 from gated_pruning.toolkit import CONF_DIR, readable_dir
 from gated_pruning.errors import UserError
-from gated_pruning.rules import show
+from gated_pruning.config.rules import show
+from gated_pruning.reports.fields import Fields, brief, finite
 from gated_pruning.reports.tables import num
 
-RESULTS = "results.json"  # runtime.RESULTS (not imported: that module imports torch, a report needs none)
 TARGET_KINDS = ("budget", "uniform", "cut", "arch_run")
 
 STAGES = ("trained", "cut", "finetuned")  # the networks a record measures, in order
@@ -123,80 +124,6 @@ class Run:
         return None
 
 
-class Fields:
-    """Typed access to one record. A field that is absent or null reads as None; one that is
-    present but of the wrong type or length also reads as None, and is noted in `bad`."""
-
-    def __init__(self, res: dict):
-        self.res, self.bad = res, []
-
-    def note(self, path: str, problem: str) -> None:
-        if not any(path == p or path.startswith(p + ".") for p, _ in self.bad):
-            self.bad.append((path, problem))
-
-    def get(self, path: str):
-        d, walked = self.res, []
-        for key in path.split("."):
-            if d is None:
-                return None
-            if not isinstance(d, dict):
-                self.note(".".join(walked), f"is {_show(d)}, not an object")
-                return None
-            walked.append(key)
-            d = d.get(key)
-        return d
-
-    def obj(self, path: str) -> dict | None:
-        v = self.get(path)
-        if v is None or isinstance(v, dict):
-            return v
-        self.note(path, f"is {_show(v)}, not an object")
-        return None
-
-    def number(self, path: str, integer: bool = False) -> float | None:
-        v = self.get(path)
-        if v is None:
-            return None
-        if _number(v) is None or (integer and v != int(v)):
-            self.note(path, f"is {_show(v)}, not {'an integer' if integer else 'a finite number'}")
-            return None
-        return int(v) if integer else float(v)
-
-    def text(self, path: str, choices=None) -> str | None:
-        v = self.get(path)
-        if v is None:
-            return None
-        if not isinstance(v, str) or (choices and v not in choices):
-            self.note(path, f"is {_show(v)}, not " + (f"one of {', '.join(choices)}" if choices else "text"))
-            return None
-        return v
-
-    def numbers(self, path: str, length: int | None = None, of: str = "") -> list | None:
-        """A list of finite numbers (of `length` entries when given: `of` says whose length)."""
-        v = self.get(path)
-        if v is None:
-            return None
-        if not isinstance(v, list) or any(_number(x) is None for x in v):
-            self.note(path, f"is {_show(v)}, not a list of numbers")
-            return None
-        if length is not None and len(v) != length:
-            self.note(path, f"has {len(v)} entries, {of} {length}")
-            return None
-        return v
-
-
-def _number(x) -> float | None:
-    """x as a finite float, or None for anything else (text, a bool, NaN)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _show(v) -> str:
-    text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else str(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def gate_labels(binarizer_target: str | None, optimizer_target: str | None) -> tuple[str, str]:
     """(variant, gate kind) of a gated run: `apg-threshold`, `binary (threshold STE)`, as the kinds
     are declared (`kinds.py`); a kind nobody declared by its class name."""
@@ -207,36 +134,18 @@ def gate_labels(binarizer_target: str | None, optimizer_target: str | None) -> t
     return f"{name}-{short}", label
 
 
-def target_of(f: Fields, gated: bool, derived: bool) -> tuple[str | None, float | None]:
-    """(kind, FLOPs fraction) of a record's target: `target` in new records; derived from
-    `target_flops` and the config in older ones, where that key meant a budget, a uniform width
-    or a cut depending on other keys."""
-    if f.get("target") is not None:
-        if f.obj("target") is None:
-            return None, None
-        return f.text("target.kind", TARGET_KINDS), f.number("target.flops")
-    top = f.number("target_flops")
-    if derived:  # the prune tool's --target-flops
-        return ("cut" if top is not None else None), top
-    cut = f.number("config.prune.target_flops")
-    if cut is not None:
-        return "cut", cut
-    configured = f.number("config.target_flops")
-    source = f.text("config.arch.source")
-    if source == "uniform":
-        return "uniform", top if top is not None else configured
-    if source == "run":  # the FLOPs target of the run whose widths it retrains
-        return "arch_run", top
-    if gated and configured is not None and f.get("config.budget.enabled") is not False:
-        return "budget", top if top is not None else configured  # records before `budget` existed too
-    return None, None
+def target_of(f: Fields) -> tuple[str | None, float | None]:
+    """(kind, FLOPs fraction) of a record's target (`record.upgrade` derives it for older records)."""
+    if f.obj("target") is None:
+        return None, None
+    return f.text("target.kind", TARGET_KINDS), f.number("target.flops")
 
 
 def _freeze_gamma(history: list) -> float | None:
     """The gamma just before a budget froze the architecture (the freeze sets it to 0)."""
     if not history or history[-1].get("frozen") is not True:
         return None
-    before = [h.get("gamma") for h in history if h.get("frozen") is False and _number(h.get("gamma")) is not None]
+    before = [h.get("gamma") for h in history if h.get("frozen") is False and finite(h.get("gamma")) is not None]
     return float(before[-1]) if before else None
 
 
@@ -245,8 +154,8 @@ def _per_layer(xs, channels: list, row: int | None = None) -> bool:
     if not isinstance(xs, list) or (channels and len(xs) != len(channels)):
         return False
     if row is None:
-        return all(_number(x) is not None for x in xs)
-    return all(isinstance(x, list) and len(x) == row and all(_number(q) is not None for q in x) for x in xs)
+        return all(finite(x) is not None for x in xs)
+    return all(isinstance(x, list) and len(x) == row and all(finite(q) is not None for q in x) for x in xs)
 
 
 def _history(f: Fields, channels: list) -> list:
@@ -255,11 +164,11 @@ def _history(f: Fields, channels: list) -> list:
     if history is None:
         return []
     if not isinstance(history, list):
-        f.note("gates.history", f"is {_show(history)}, not a list")
+        f.note("gates.history", f"is {brief(history)}, not a list")
         return []
     good, broken = [], []
     for i, h in enumerate(history):
-        ok = isinstance(h, dict) and _number(h.get("step")) is not None and _per_layer(h.get("zeros"), channels) \
+        ok = isinstance(h, dict) and finite(h.get("step")) is not None and _per_layer(h.get("zeros"), channels) \
             and (h.get("quantiles") is None or _per_layer(h["quantiles"], channels, row=5))  # stats.QUANTILES
         (good if ok else broken).append(h if ok else i)
     if broken:
@@ -298,21 +207,22 @@ def budget_overrides(f: Fields, method: str, kind: str | None) -> str:
 
 
 def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
-    """The Run of one record, and the malformed fields found: [(field, problem)]."""
-    f = Fields(res)
+    """The Run of one record (of any schema: `record.upgrade`), and the malformed fields found:
+    [(field, problem)]."""
+    f = Fields(record.upgrade(res))
     derived = f.get("derived_from") is not None
     gated = f.get("config.model.gated")
     if gated is not None and not isinstance(gated, bool):
-        f.note("config.model.gated", f"is {_show(gated)}, not true or false")
+        f.note("config.model.gated", f"is {brief(gated)}, not true or false")
     gated = gated is True
     variant, gates = gate_labels(f.text("config.binarizer._target_"), f.text("config.optimizer.gates._target_"))
     if f.get("config.model.gated") is False:
         variant = "plain"
     method = f.text("method") or f.text("choices.method") or ("gated" if gated else "dense")
-    kind, target = target_of(f, gated, derived)
+    kind, target = target_of(f)
     layers = f.get("gates.layers")
     if layers is not None and not (isinstance(layers, list) and all(isinstance(n, str) for n in layers)):
-        f.note("gates.layers", f"is {_show(layers)}, not a list of names")
+        f.note("gates.layers", f"is {brief(layers)}, not a list of names")
         layers = None
     channels = f.numbers("gates.channels", len(layers) if layers else None, "the layers are") or []
     layers = layers or [f"conv{i}" for i in range(len(channels))]
@@ -323,13 +233,13 @@ def read_run(res: dict, path: str, name: str) -> tuple[Run, list]:
     zeros = f.numbers("gates.final.zeros", len(channels) or None, "the layers are")
     dead = f.get("prune.dead_layers")
     if dead is not None and not isinstance(dead, list):
-        f.note("prune.dead_layers", f"is {_show(dead)}, not a list")
+        f.note("prune.dead_layers", f"is {brief(dead)}, not a list")
         dead = None
     if dead is None:  # no cut recorded: the layers whose every gate ended at zero
         dead = [n for n, z, c in zip(layers, zeros or [], channels) if c and z == c]
     dirty = f.get("env.dirty")
     if dirty is not None and not isinstance(dirty, bool) and dirty != "unknown":
-        f.note("env.dirty", f"is {_show(dirty)}, not true, false or \"unknown\"")
+        f.note("env.dirty", f"is {brief(dirty)}, not true, false or \"unknown\"")
         dirty = None
     tuned = "prune.finetune"
     fields = {"trained": "prune.test.dense.top1" if derived else "metrics.test.top1",
@@ -371,17 +281,18 @@ def network_of(f: Fields) -> str:
     torchvision name, or the user's class), its width, the data set and its validation split."""
     m = f.obj("config.model") or {}
     target = str(m.get("_target_", ""))
-    if target.endswith("tv.build"):
-        name = str(m.get("name", "torchvision"))
-    elif target.endswith("graph.build"):
-        name = str((m.get("net") or {}).get("_target_", "custom")).rsplit(".", 1)[-1]
+    family = families.family(target)
+    if family is not None and family.label:
+        value = OmegaConf.select(OmegaConf.create(m), family.label)
+        name = str(value if value is not None else kinds.short_name(target)).rsplit(".", 1)[-1]
     else:
         name = f"{target.split('.')[-2] if '.' in target else 'model'}{m.get('depth', '')}"
     width = m.get("width")
     d = f.obj("config.dataset") or {}
     label = f"{name} x{width:g}" if isinstance(width, (int, float)) and width != 1 else name
     data = str(d.get("name", "?"))
-    if d.get("image_size") and data not in ("cifar10", "cifar100"):
+    declared = DECLARED.get(data)
+    if d.get("image_size") and (declared is None or declared.image_size is None):  # not fixed by the data set
         data += f" {d['image_size']}px"
     return f"{label}, {data}" + (f", val {d['val_size']}" if d.get("val_size") else "")
 
@@ -401,8 +312,8 @@ def compute_of(f: Fields, gated: bool, derived: bool, flops: float | None, cut: 
         return None
     total = epochs * trained
     for tuned in (f.get("prune.round_finetunes") or []):
-        if isinstance(tuned, dict) and _number(tuned.get("epochs")) is not None:
-            total += tuned["epochs"] * (_number(tuned.get("flops")) or cut or 1.0)
+        if isinstance(tuned, dict) and finite(tuned.get("epochs")) is not None:
+            total += tuned["epochs"] * (finite(tuned.get("flops")) or cut or 1.0)
     tuned = f.number("prune.finetune.epochs", integer=True)
     if tuned:
         total += tuned * (cut if cut is not None else 1.0)
@@ -450,7 +361,7 @@ def _curve(f: Fields) -> list:
     curve = f.get("curve")
     if curve is None:
         return []
-    if not (isinstance(curve, list) and all(isinstance(c, dict) and _number(c.get("epoch")) is not None for c in curve)):
+    if not (isinstance(curve, list) and all(isinstance(c, dict) and finite(c.get("epoch")) is not None for c in curve)):
         f.note("curve", "is not a list of per-epoch records")
         return []
     return curve
@@ -476,14 +387,12 @@ def load(root: str) -> list[Run]:
     runs = []
     for path in paths:
         try:
-            with open(path) as fh:
-                res = json.load(fh)
-        except (OSError, ValueError) as e:
+            res = record.read(path)
+        except (OSError, ValueError) as e:  # RecordError is a ValueError too
             print(f"warning: skipping {path}: {e}", file=sys.stderr)
             continue
-        if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
-            what = "not a JSON object" if not isinstance(res, dict) else \
-                f"config is {_show(res['config'])}, not an object" if "config" in res else "no config"
+        if not isinstance(res.get("config"), dict):
+            what = f"config is {brief(res['config'])}, not an object" if "config" in res else "no config"
             print(f"warning: skipping {path}: not the record of a run ({what})", file=sys.stderr)
             continue
         name = os.path.relpath(os.path.dirname(path), root)

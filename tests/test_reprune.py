@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from gated_pruning import experiment, prune
+from gated_pruning import experiment, reprune
 from gated_pruning.gates import HardConcreteBinarizer, StochasticBinarizer, ThresholdBinarizer
 from gated_pruning.models.vgg import VGG, build
 from gated_pruning.masks import keep_masks
 from gated_pruning.measure import count_flops
-from gated_pruning.surgery import compact
+from gated_pruning.pruning import compact
 from gated_pruning.stats import count_params
 
 from conftest import ROOT, make_cfg, run_py
@@ -157,20 +157,20 @@ def test_prune_a_finished_run_again_at_another_threshold(tmp_path, capsys):
     res = experiment.run(make_cfg("experiment=smoke", "optimizer=sgd", "gamma=0.01", "trainer.epochs=1"), str(run))
     assert sum(res["gates"]["final"]["zeros"]) == 0  # SGD never lands on exact zero
 
-    # the command itself, once: python -m gated_pruning.prune
-    p = subprocess.run([sys.executable, "-m", "gated_pruning.prune", str(run), "--threshold", "0.99"],
+    # the command itself, once: python -m gated_pruning.reprune
+    p = subprocess.run([sys.executable, "-m", "gated_pruning.reprune", str(run), "--threshold", "0.99"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     again = json.load(open(run / "prune-0.99" / "prune.json"))
     assert again["threshold"] == 0.99
-    assert prune.main([str(run), "--threshold", "0.99", "--round-to", "8", "--out", str(run / "r8")]) == 0
+    assert reprune.main([str(run), "--threshold", "0.99", "--round-to", "8", "--out", str(run / "r8")]) == 0
     rounded = json.load(open(run / "r8" / "prune.json"))["compact"]["widths"]
     assert all(w % 8 == 0 or w == c for w, c in zip(rounded, res["gates"]["channels"]))
     assert sum(again["compact"]["widths"]) < sum(res["prune"]["compact"]["widths"])
     assert os.path.isfile(run / "prune-0.99" / "compact.pt2")
     before = open(run / "prune-0.99" / "prune.json").read()
     capsys.readouterr()
-    assert prune.main([str(run), "--threshold", "0.99"]) == 2  # would overwrite: refused, nothing touched
+    assert reprune.main([str(run), "--threshold", "0.99"]) == 2  # would overwrite: refused, nothing touched
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "exists already" in err
     assert open(run / "prune-0.99" / "prune.json").read() == before

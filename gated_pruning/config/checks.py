@@ -6,16 +6,10 @@ from __future__ import annotations
 import os
 
 from gated_pruning import kinds
+from gated_pruning.models import families
 from gated_pruning.datasets import DECLARED
-from gated_pruning.rules import show
-
-# images per split of the data sets held in memory (a subset larger than these cannot be drawn;
-# an image folder's are counted in preflight)
-SPLIT_SIZES = {n: d.splits for n, d in DECLARED.items() if d.kind == "memory"}
-
-# the depths each model family builds (models/vgg.py CONFIGS, models/resnet.py DEPTHS)
-MODEL_DEPTHS = {"gated_pruning.models.vgg.build": (11, 13, 16, 19),
-                "gated_pruning.models.resnet.build": (20, 32, 44, 56, 110)}
+from gated_pruning.record import RESULTS
+from gated_pruning.config.rules import show
 
 SYNTHETIC_BYTES = 8 * 2**30  # the memory a synthetic set may take to make
 
@@ -84,7 +78,10 @@ def subsets_problem(d: dict, sizes: tuple[int, int] | None, where: str = "") -> 
 
 def _subsets_fit(c: dict) -> str | None:
     d = c.get("dataset", {})
-    return subsets_problem(d, SPLIT_SIZES.get(d.get("name"))) if "name" in d else None
+    if "name" not in d:
+        return None
+    declared = DECLARED.get(d["name"])  # a memory set's split sizes bound its subsets; a folder's are counted in preflight
+    return subsets_problem(d, declared.splits if declared is not None and declared.kind == "memory" else None)
 
 
 def _finetune_needs_pruning(c: dict) -> str | None:
@@ -141,34 +138,58 @@ def _gated(c: dict) -> bool:
     return bool(c.get("model", {}).get("gated", False))
 
 
-def _budget_runs(c: dict) -> bool:
-    """Whether the FLOPs budget controller trains this run (budget.py)."""
-    return _gated(c) and c.get("budget", {}).get("enabled", False) and c.get("target_flops") is not None
+def budget_runs(c) -> bool:
+    """Whether the FLOPs budget controller trains this run (budget.py): the one home of this rule,
+    for the checks, the unread-key warnings, `arch.target` and `experiment` (a dict or a DictConfig)."""
+    return _gated(c) and bool(c.get("budget", {}).get("enabled", False)) and c.get("target_flops") is not None
+
+
+def _gamma_range(b) -> str | None:
+    lo, hi = b.get("min_gamma"), b.get("max_gamma")
+    if lo is not None and hi is not None and lo >= hi:
+        return f"budget.min_gamma={show(lo)} {'is above' if lo > hi else 'equals'} budget.max_gamma={show(hi)}"
+    return None
+
+
+def budget_problem(b, target) -> str | None:
+    """What is wrong with the budget settings `b` (the `budget` section, or FlopsBudget's
+    arguments) for a run steered to `target` of the FLOPs; None when they are sound. The one home
+    of the controller's bounds: preflight and `FlopsBudget` both ask it."""
+    if target is None or isinstance(target, bool) or not 0 < target <= 1:
+        return f"target_flops={show(target)} must be in (0, 1] (a fraction of the dense FLOPs)"
+    start, ramp, freeze = b.get("start", 0), b.get("ramp", 0), b.get("freeze")
+    if start < 0 or ramp <= 0 or start + ramp > 1:
+        return (f"budget.start={show(start)} and budget.ramp={show(ramp)}: the ramp must be > 0 and end "
+                "within the run (start + ramp <= 1)")
+    if freeze is not None and not start + ramp <= freeze <= 1:
+        return f"budget.freeze={show(freeze)} comes before the ramp ends (budget.start + budget.ramp = {start + ramp:g})"
+    if b.get("freeze_on_target") and freeze is None:
+        return "budget.freeze_on_target=true needs budget.freeze (the latest point of the freeze)"
+    if b.get("kp", 0) < 0:
+        return f"budget.kp={show(b['kp'])} must be >= 0"
+    if b.get("ki", 1) <= 0:
+        return f"budget.ki={show(b['ki'])} must be > 0: the budget's integral term moves gamma"
+    if b.get("min_gamma", 1) <= 0:
+        return f"budget.min_gamma={show(b['min_gamma'])} must be > 0"
+    if not b.get("every", 1) >= 1 or b.get("every", 1) != int(b.get("every", 1)):
+        return f"budget.every={show(b['every'])} must be a whole number of steps >= 1"
+    return _gamma_range(b)
 
 
 def _budget_bounds(c: dict) -> str | None:
     b = c.get("budget", {})
-    if b.get("min_gamma") is not None and b.get("max_gamma") is not None and b["min_gamma"] >= b["max_gamma"]:
-        how = "is above" if b["min_gamma"] > b["max_gamma"] else "equals"
-        return f"budget.min_gamma={show(b['min_gamma'])} {how} budget.max_gamma={show(b['max_gamma'])}"
-    if not _budget_runs(c):
-        return None
-    start, ramp, freeze = b.get("start", 0), b.get("ramp", 0), b.get("freeze")
-    if ramp <= 0 or start + ramp > 1:
-        return (f"budget.start={show(start)} and budget.ramp={show(ramp)}: the ramp must be > 0 and end "
-                "within the run (start + ramp <= 1)")
-    if freeze is not None and freeze < start + ramp:
-        return f"budget.freeze={show(freeze)} comes before the ramp ends (budget.start + budget.ramp = {start + ramp:g})"
-    if b.get("ki", 1) <= 0:
-        return f"budget.ki={show(b['ki'])} must be > 0: the budget's integral term moves gamma"
-    if c.get("gamma", 1) <= 0:
+    if _gamma_range(b) or not budget_runs(c):
+        return _gamma_range(b)
+    problem = budget_problem(b, c.get("target_flops"))
+    if problem is None and c.get("gamma", 1) <= 0:
         return f"gamma={show(c['gamma'])} with target_flops={show(c['target_flops'])}: the budget starts from gamma, it must be > 0"
-    return None
+    return problem
 
 
 def _depth_fits_model(c: dict) -> str | None:
     m = c.get("model", {})
-    depths = MODEL_DEPTHS.get(m.get("_target_"))
+    fam = families.family(m.get("_target_"))
+    depths = fam.depths if fam else ()
     if depths and "depth" in m and m["depth"] not in depths:
         family = m["_target_"].split(".")[-2]
         return f"model.depth={show(m['depth'])} is not a depth of {family} (one of {', '.join(map(str, depths))})"
@@ -202,8 +223,8 @@ def _arch_source_complete(c: dict) -> str | None:
     if a.get("source") == "run":
         if not a.get("run"):
             return "arch.source=run needs arch.run=<a finished run's directory>"
-        if not os.path.isfile(os.path.join(a["run"], "results.json")):
-            return f"arch.run={a['run']}: no results.json there (give the directory of a finished, pruned run)"
+        if not os.path.isfile(os.path.join(a["run"], RESULTS)):
+            return f"arch.run={a['run']}: no {RESULTS} there (give the directory of a finished, pruned run)"
         if gated:
             return ("arch.source=run trains the pruned architecture from scratch as a plain network: "
                     "set model.gated=false (method=scratch_e or scratch_b)")
@@ -261,7 +282,7 @@ def _weights_fit(c: dict) -> str | None:
         if not m.get("weights"):
             return ("trainer.epochs=0 trains nothing: it needs model.weights=PATH (a trained network to "
                     "evaluate, cut and fine-tune)")
-        if _budget_runs(c):
+        if budget_runs(c):
             return (f"trainer.epochs=0 with target_flops={show(c['target_flops'])}: the FLOPs budget steers training, "
                     "and there is none: cut the trained network with prune.target_flops (method=l1norm or taylor)")
     return None

@@ -1,8 +1,8 @@
-"""`python -m gated_pruning.prune`: prune a finished run's network again, at another threshold or
+"""`python -m gated_pruning.reprune`: prune a finished run's network again, at another threshold or
 cut to a FLOPs target, optionally fine-tuned, into a folder of its own:
 
-    python -m gated_pruning.prune RUN_DIR --threshold 0.05 [--round-to 8] [--data-root DIR]
-    python -m gated_pruning.prune RUN_DIR --target-flops 0.5 [--criterion gate|l1norm] [--finetune-epochs N]
+    python -m gated_pruning.reprune RUN_DIR --threshold 0.05 [--round-to 8] [--data-root DIR]
+    python -m gated_pruning.reprune RUN_DIR --target-flops 0.5 [--criterion gate|l1norm] [--finetune-epochs N]
 
 The step itself (cut, measure, fine-tune, save) is `pruning.py`'s, the same a run takes.
 """
@@ -17,14 +17,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gated_pruning.arch import outcome
-from gated_pruning.config import RULES
+from gated_pruning.config.keys import RULES
 from gated_pruning.data import build_data, locate_cifar
 from gated_pruning.datasets import DECLARED
 from gated_pruning.imagefolder import scan
 from gated_pruning.errors import UserError
 from gated_pruning.experiment import network
 from gated_pruning.pruning import prune
-from gated_pruning.runtime import RESULTS, check_device, environment, pick_device, set_threads, write_json
+from gated_pruning import record
+from gated_pruning.record import RESULTS
+from gated_pruning.runtime import check_device, environment, pick_device, set_threads, write_json
 from gated_pruning.stats import cost
 from gated_pruning.toolkit import ArgumentParser, arg, intact, one_line, readable_dir, readable_file, run_tool, staged, warn
 from gated_pruning.train import evaluate
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
     """Prune a finished run's network (RUN_DIR/model.pt) again: at another threshold, or cut to a
     FLOPs target by a ranking criterion, optionally fine-tuned. Writes OUT/results.json (a run
     record like a training run's, with `derived_from`), OUT/prune.json and OUT/compact.pt2."""
-    p = ArgumentParser(prog="python -m gated_pruning.prune", description=main.__doc__)
+    p = ArgumentParser(prog="python -m gated_pruning.reprune", description=main.__doc__)
     p.add_argument("run_dir")
     p.add_argument("--threshold", type=arg(RULES["prune.threshold"], "--threshold"),
                    help="remove gates with |gate| <= this (default 0)")
@@ -131,12 +133,12 @@ def _prune_again(a) -> int:
         if missed:
             warn(missed)
         write_json(result, os.path.join(tmp, "prune.json"))
-        record = {"config": OmegaConf.to_container(cfg, resolve=True), "derived_from": os.path.abspath(a.run_dir),
-                  "method": a.method, "target_flops": a.target_flops, "target": goal, "env": environment(device),
-                  "metrics": {"test": result["test"]["dense"]}, "prune": result, "gates": {}}
+        sections = {"config": OmegaConf.to_container(cfg, resolve=True), "derived_from": os.path.abspath(a.run_dir),
+                    "method": a.method, "target_flops": a.target_flops, "target": goal, "env": environment(device),
+                    "metrics": {"test": result["test"]["dense"]}, "prune": result, "gates": {}}
         if "reference" in arch:
-            record["cost"] = cost(arch, small, result["compact"]["widths"])
-        write_json(record, os.path.join(tmp, RESULTS))
+            sections["cost"] = cost(arch, small, result["compact"]["widths"])
+        write_json(record.build(sections), os.path.join(tmp, RESULTS))
     print(json.dumps({k: result[k] for k in ("threshold", "target_flops", "criterion", "kept", "speedup")}))
     print(f"top1 dense {result['test']['dense']['top1']:.4f} compact {result['test']['compact']['top1']:.4f}"
           + (f" fine-tuned {test['top1']:.4f}" if a.finetune_epochs else "") + f"; written to {out}")

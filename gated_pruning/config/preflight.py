@@ -26,11 +26,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from gated_pruning.checks import subsets_problem
-from gated_pruning.config import ARGUMENTS, RULES, flatten, launcher_problem, problems, resolved
+from gated_pruning.config.checks import subsets_problem
+from gated_pruning.config.keys import ARGUMENTS, RULES, flatten, launcher_problem, problems, resolved
 from gated_pruning.errors import UserError
 from gated_pruning import objective
-from gated_pruning.unread import ignored
+from gated_pruning.config.unread import ignored
 from gated_pruning.toolkit import CONF_DIR, fail, one_line, warn
 
 # the launchers that run jobs on this machine, where the device named must exist

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from gated_pruning.checks import CROSS_CHECKS, MODEL_DEPTHS
+from gated_pruning.config.checks import CROSS_CHECKS
 from gated_pruning.datasets import DECLARED
 from gated_pruning.errors import ConfigError
 from gated_pruning.objective import METRICS
 from gated_pruning import kinds
-from gated_pruning.rules import Rule, choice, choice_of, either, flag, integer, list_of, number, show, text
+from gated_pruning.models import families
+from gated_pruning.config.rules import Rule, choice, choice_of, either, flag, integer, list_of, number, show, text
 
 
 LR = number(0, lo_open=True)
@@ -35,9 +36,10 @@ RULES: dict[str, Rule] = {
     "resume": text(null=True),             # a run directory or checkpoint file
     "objective": either(choice(*METRICS), list_of(choice(*METRICS))),  # objective.py
 
-    "model._target_": choice(*MODEL_DEPTHS, "gated_pruning.models.tv.build", "gated_pruning.models.graph.build"),
+    "model._target_": choice_of(families.FAMILIES),
     "model.net._target_": text(null=True),  # model=custom: the user's class; its arguments are theirs (ARGUMENTS)
-    "model.depth": choice(*sorted({d for ds in MODEL_DEPTHS.values() for d in ds})),  # _depth_fits_model
+    "model.depth": choice_of(lambda: tuple(sorted({d for f in families.FAMILIES.values() for d in f.depths}))),
+    # _depth_fits_model
     "model.name": text(),                  # torchvision's model name (models.tv checks it)
     "model.inner_gates": flag(),
     "model.gate_stream": flag(),
@@ -49,7 +51,8 @@ RULES: dict[str, Rule] = {
     "model.gate_jitter": number(0),
     "model.min_keep": either(number(0, 1, hi_open=True), integer(1)),  # a fraction, or a count
     "model.bn_weight": flag(),
-    "model.gate_position": choice("bn", "relu"),
+    "model.gate_position": choice_of(lambda: tuple(dict.fromkeys(
+        p for f in families.FAMILIES.values() for p in f.gate_positions))),
     "model.widths": list_of(integer(1), null=True),
     "model.weights": text(null=True),      # weights.py
     "model.weights_key": text(null=True),
@@ -107,7 +110,7 @@ RULES: dict[str, Rule] = {
     "optimizer.gates.upper": number(0, lo_open=True, null=True),
     "optimizer.gates.forward": choice("lookahead", "prox"),
 
-    "dataset.name": choice(*DECLARED),
+    "dataset.name": choice_of(DECLARED),
     "dataset.root": text(null=True),       # null: dataset=imagefolder's, which needs one (_dataset_keys_match_name)
     "dataset.download": flag(),
     "dataset.batch_size": integer(1),
@@ -228,7 +231,7 @@ def problems(cfg: DictConfig | dict) -> list[str]:
         rule = RULES.get(key)
         if rule is None:
             out.append(f"{key}={show(value)}: no validation rule for this key (add one to RULES "
-                       "in gated_pruning/config.py)")
+                       "in gated_pruning/config/keys.py)")
             continue
         p = rule.problem(value)
         if p:

@@ -3,8 +3,8 @@ keys' values gets one `warning:` line per key (the run goes on; it does not do w
 `ignored(config, keys given)` lists them. No torch here."""
 from __future__ import annotations
 
-from gated_pruning.checks import _budget_runs, _gated
-from gated_pruning.rules import show
+from gated_pruning.config.checks import _gated, budget_runs
+from gated_pruning.config.rules import show
 
 # (key or section, whether the run reads it, why not): a command line that sets one of these
 # where the run does not read it gets a warning (the run goes on; it does not do what was asked).
@@ -14,7 +14,7 @@ CONDITIONAL_KEYS = [
                                        "model.gate_jitter", "model.min_keep", "model.bn_weight",
                                        "model.gate_position", "model.inner_gates", "model.gate_stream",
                                        "model.block_gates", "model.channel_gates")],
-    ("budget", _budget_runs, "the budget trains only a gated network with target_flops set and "
+    ("budget", budget_runs, "the budget trains only a gated network with target_flops set and "
                              "budget.enabled=true"),
     ("model.width", lambda c: c["model"].get("widths") is None and c["arch"]["source"] != "run",
      "model.widths or arch.run sets every width"),
@@ -65,7 +65,7 @@ def ignored(c: dict, given: list[str] | set[str]) -> list[str]:
         out.append(f"prune.criterion={show(p['criterion'])} does nothing here: it ranks channels for a cut to "
                    "prune.target_flops, which is null (method=slimming and l1norm cut to target_flops=F)")
     target = c.get("target_flops")
-    if target is not None and not _budget_runs(c) and target not in (
+    if target is not None and not budget_runs(c) and target not in (
             c.get("arch", {}).get("target_flops"), c.get("prune", {}).get("target_flops")):
         why = NOT_GATED if not _gated(c) else "budget.enabled=false"
         out.append(f"target_flops={show(target)} does nothing here: it is the FLOPs budget of a gated run, and "
