@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study in the near-converged CPU regime (experiment=cpu_converged: VGG-16 x0.25, real
+# The study in the 16-epoch CPU regime (experiment=cpu_converged: VGG-16 x0.25, real
 # CIFAR-100, 5,000 training images held out for validation), in stages, each a list of multirun
 # commands. hydra/launcher=joblib packs the jobs of a command two at a time, one thread each, on a
 # 2-core machine. A job whose record exists (under OUT, or committed under its stage's folder of
