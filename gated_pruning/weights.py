@@ -7,7 +7,9 @@ torch.compile) are dropped.
 The gates are the network's own: a plain state dict fills every other parameter and buffer, and
 each gate keeps its initial value, so with `model.gate_init=1` (and no jitter) the gated network
 computes the trained network's function at its first step; a gated run's file fills its gates
-too. Anything else that does not match (a key missing on either side, a shape that differs) is
+too. A gate that is batch norm's scale (`model.gate_position=scale`) takes the file's gamma as its
+value and the norm's weight becomes 1 (`GatedBatchNorm2d.take_scale`): the same function, with
+the gamma the penalty shrinks in the gate. Anything else that does not match (a key missing on either side, a shape that differs) is
 one `ConfigError` naming the first few, before any work.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from gated_pruning.errors import ConfigError, UserError
 from gated_pruning.gates import Gate
+from gated_pruning.models.layers import GatedBatchNorm2d
 from gated_pruning.toolkit import intact
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -87,6 +90,10 @@ def load_into(model: torch.nn.Module, path: str, key: str | None = None) -> dict
         with torch.no_grad():
             for k, v in state.items():
                 own[k].copy_(v)
+            if not has_gates:  # a gate that is batch norm's scale starts at the file's gamma
+                for m in model.modules():
+                    if isinstance(m, GatedBatchNorm2d):
+                        m.take_scale()
     return {"path": os.path.abspath(path), "key": key, "tensors": len(state), "gates": has_gates}
 
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from gated_pruning import experiment, reprune
+from gated_pruning import experiment, reprune, weights
 from gated_pruning.models.vgg import VGG, build, uniform_width
 from gated_pruning.masks import global_cut, target_masks
 from gated_pruning.pruning import compact
@@ -237,6 +237,75 @@ def test_the_cut_baselines_meet_a_50_percent_target_and_fine_tune(method, extra,
     assert pr["criterion"] == method and pr["finetune"]["epochs"] == 1
     rounds = int(extra[0].split("=")[1]) if extra else 1
     assert pr["rounds"] == rounds and [t["epochs"] for t in pr["round_finetunes"]] == [1] * (rounds - 1)
+
+
+def _scale_gated(layers, seed=0):
+    """A VGG whose gates are batch norm's scale, in eval mode, with positive biases and varied
+    running statistics (so that a closed channel's constant relu(beta) is not zero)."""
+    torch.manual_seed(seed)
+    net = VGG(layers, num_classes=3, gate_position="scale", bn_weight=False, input_size=8)
+    with torch.no_grad():
+        for _, b in net.conv_blocks():
+            b.bn.bias.uniform_(0.2, 1.0)
+            b.bn.running_mean.normal_()
+            b.bn.running_var.uniform_(0.5, 2.0)
+            b.gate.weight.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_a_scale_gate_is_batch_norms_gamma_and_a_closed_channel_outputs_relu_of_its_beta():
+    net = _scale_gated([4, "M", 4])
+    block = net.conv_blocks()[0][1]
+    with torch.no_grad():
+        block.gate.weight[1] = 0.0
+    x = torch.randn(2, 3, 8, 8)
+    out = block(x)
+    beta = block.bn.bias.detach()
+    assert torch.equal(out[:, 1], torch.full_like(out[:, 1], float(beta[1])))  # beta > 0: relu(beta) = beta
+    z = block.conv(x)  # an open channel: gate * xhat + beta, batch norm's weight 1 and frozen
+    xhat = (z[:, 0] - block.bn.running_mean[0]) / torch.sqrt(block.bn.running_var[0] + block.bn.eps)
+    assert torch.allclose(out[:, 0], torch.relu(block.gate.weight[0] * xhat + beta[0]), atol=1e-5)
+    assert not block.bn.weight.requires_grad and torch.equal(block.bn.weight, torch.ones(4))
+
+
+def test_trained_gammas_move_into_scale_gates_and_the_network_computes_the_same(tmp_path):
+    torch.manual_seed(1)
+    dense = VGG([4, "M", 4], num_classes=3, gated=False, input_size=8)
+    with torch.no_grad():
+        for _, b in dense.conv_blocks():
+            b.bn.weight.uniform_(-0.5, 1.5)  # a negative gamma too: ISTA's gate keeps its sign
+            b.bn.bias.normal_()
+            b.bn.running_mean.normal_()
+    torch.save(dense.state_dict(), tmp_path / "dense.pt")
+    gated = VGG([4, "M", 4], num_classes=3, gate_position="scale", bn_weight=False, input_size=8)
+    weights.load_into(gated, str(tmp_path / "dense.pt"))
+    for (_, d), (_, g) in zip(dense.conv_blocks(), gated.conv_blocks()):
+        assert torch.equal(g.gate.weight.detach(), d.bn.weight.detach())
+        assert torch.equal(g.bn.weight.detach(), torch.ones(4))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(gated.eval()(x), dense.eval()(x), atol=1e-6)
+
+
+def test_the_cut_moves_a_closed_scale_channels_constant_into_the_layer_that_reads_it():
+    net = _scale_gated([4, 4, "M", 4])
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():  # the last layer's closed channels reach the classifier through the max pool
+        net.conv_blocks()[2][1].gate.weight[[0, 2]] = 0.0
+    small, dead, kept = compact(net)
+    assert kept == [4, 4, 2] and not dead
+    assert torch.allclose(small.eval()(x), net(x), atol=1e-5)  # exact: the classifier's bias took them
+    plain, _, _ = compact(net, masks=[torch.ones(4, dtype=torch.bool)] * 2 + [torch.tensor([True, False, True, False])])
+    assert not torch.allclose(plain.eval()(x), net(x), atol=1e-3)  # the constants are not nothing
+
+    net = _scale_gated([4, 4, "M", 4], seed=2)
+    with torch.no_grad():  # conv0's closed channels reach conv1 through its zero-padded 3x3 kernel
+        net.conv_blocks()[0][1].gate.weight[[1, 3]] = 0.0
+    small, _, kept = compact(net)
+    assert kept == [2, 4, 4]
+    want, got = net.features[:2](x), small.eval().features[:2](x)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(got[inner], want[inner], atol=1e-5)  # exact inside the map
+    assert not torch.allclose(got, want, atol=1e-3)  # the border reads only part of the constant
 
 
 @pytest.mark.slow

@@ -60,6 +60,9 @@ def preset(group: str, option: str) -> tuple[dict, dict]:
 EXPERIMENTS, METHODS = GROUPS["experiment"], GROUPS["method"]
 # the keys that an experiment and a method preset both set: the method's value wins (conf/config.yaml)
 SHARED_KEYS = {"gamma"}
+# the pairs that cannot run, and the one line that says so before any work
+INVALID = {("imagenet_resnet50", "ista_bn"):
+           "model.gate_position='scale' is not a gate position of gated_pruning.models.tv.build"}
 
 
 @pytest.mark.parametrize("experiment,method", [(e, m) for e in EXPERIMENTS for m in METHODS])
@@ -81,7 +84,10 @@ def test_every_experiment_and_method_pair_keeps_what_each_promises(experiment, m
         assert got[key] == value, (key, got[key], value)
     for group, option in {**exp_picks, **meth_picks}.items():
         assert cfg.hydra.runtime.choices[group] == option, group
-    assert not problems(job)  # every pair is a valid run
+    if (experiment, method) in INVALID:  # refused in one line (ista_bn's gate position is VGG's)
+        assert [p for p in problems(job) if INVALID[experiment, method] in p], problems(job)
+        return
+    assert not problems(job)  # every other pair is a valid run
 
 
 def test_a_method_gamma_wins_over_the_experiments():

@@ -193,6 +193,12 @@ def _depth_fits_model(c: dict) -> str | None:
     if depths and "depth" in m and m["depth"] not in depths:
         family = m["_target_"].split(".")[-2]
         return f"model.depth={show(m['depth'])} is not a depth of {family} (one of {', '.join(map(str, depths))})"
+    if fam and "gate_position" in m and m["gate_position"] not in fam.gate_positions:
+        return (f"model.gate_position={show(m['gate_position'])} is not a gate position of {m['_target_']} "
+                f"(one of {', '.join(fam.gate_positions)})")
+    if m.get("gated") and m.get("gate_position") == "scale" and m.get("bn_weight", True):
+        return ("model.gate_position=scale makes the gate batch norm's scale: set model.bn_weight=false "
+                "(a second, trained scale would leave the gate's L1 nothing to shrink)")
     if m.get("gated") and "inner_gates" in m and not (m["inner_gates"] or m.get("gate_stream") or m.get("block_gates")):
         return ("model.inner_gates, model.gate_stream and model.block_gates are all false: a gated ResNet needs "
                 "at least one kind of gate (or model.gated=false)")

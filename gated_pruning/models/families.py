@@ -22,6 +22,9 @@ VGG_LAYERS = {
 RESNET_BLOCKS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18}
 RESNET_STAGES = (16, 32, 64)
 GATE_POSITIONS = ("bn", "relu")  # the gate on the batch-norm output, or after the ReLU
+# VGG's gate may also be batch norm's scale alone (its bias untouched: a closed channel outputs the
+# constant relu(beta), which the cut moves into the next layer), as Ye et al. (ICLR 2018) shrink gamma
+VGG_GATE_POSITIONS = GATE_POSITIONS + ("scale",)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def register(*families: Family) -> None:
 
 
 register(
-    Family("gated_pruning.models.vgg.build", depths=tuple(VGG_LAYERS)),
+    Family("gated_pruning.models.vgg.build", depths=tuple(VGG_LAYERS), gate_positions=VGG_GATE_POSITIONS),
     Family("gated_pruning.models.resnet.build", depths=tuple(RESNET_BLOCKS)),
     Family("gated_pruning.models.tv.build", label="name"),
     Family("gated_pruning.models.graph.build", label="net._target_"),

@@ -2,6 +2,11 @@
 more gates (a gate per channel, or a scalar block gate), through the affine parameters:
 g * (w * xhat + b) = (g*w) * xhat + g*b, so a gate costs no extra pass over the activation.
 
+With `scale_only`, the gates multiply the weight alone: g * w * xhat + b. The gate is then batch
+norm's scale (the weight stays 1, frozen) and a closed channel outputs its bias, a constant: the
+cut moves it into the next layer (`vgg.VGG._absorb_constants`). `take_scale()` moves a trained
+weight into the gate, so a dense network's gamma becomes the gate that L1 shrinks (Ye et al.).
+
 The gates are referenced, not owned (a residual-stream gate is shared by every batch norm that
 writes into the stream; the model owns its gates once). Without gates, or once `fold()` has
 turned the gates into the affine parameters, it is a plain `nn.BatchNorm2d` (called as one, so
@@ -18,9 +23,10 @@ from gated_pruning import distributed
 
 
 class GatedBatchNorm2d(nn.BatchNorm2d):
-    def __init__(self, num_features: int, gates=(), affine_weight: bool = True):
+    def __init__(self, num_features: int, gates=(), affine_weight: bool = True, scale_only: bool = False):
         super().__init__(num_features)
         self.gates = list(gates)  # a plain list: referenced, not registered as submodules
+        self.scale_only = scale_only
         if not affine_weight:  # the gate is the channel's only scale (batch norm's weight stays 1)
             self.weight.requires_grad_(False)
 
@@ -36,7 +42,8 @@ class GatedBatchNorm2d(nn.BatchNorm2d):
         g = self.gate_value()
         if g is None and not (self.training and distributed.world_size() > 1):
             return super().forward(x)
-        weight, bias = (self.weight, self.bias) if g is None else (self.weight * g, self.bias * g)
+        weight, bias = (self.weight, self.bias) if g is None else \
+            (self.weight * g, self.bias if self.scale_only else self.bias * g)
         if self.training and distributed.world_size() > 1:
             return distributed.sync_batch_norm(x, self, weight, bias)
         if self.training:
@@ -55,9 +62,19 @@ class GatedBatchNorm2d(nn.BatchNorm2d):
                 value = v if value is None else value * v
         if value is not None:
             self.weight.copy_(self.weight * value)
-            self.bias.copy_(self.bias * value)
+            if not self.scale_only:
+                self.bias.copy_(self.bias * value)
         self.gates = []
         self.weight.requires_grad_(True)
+
+    @torch.no_grad()
+    def take_scale(self) -> None:
+        """For a scale-only norm with its one gate: the weight (a trained gamma) becomes the gate's
+        value and the weight 1, so the layer computes the same and the gate is its scale."""
+        if self.scale_only and len(self.gates) == 1:
+            gate = self.gates[0]
+            gate.weight.copy_(gate.weight * self.weight)
+            self.weight.fill_(1.0)
 
 
 @torch.no_grad()

@@ -176,6 +176,7 @@ class GatedNetwork(nn.Module):
         small = copy.deepcopy(self)
         with torch.no_grad():
             small._fold_gates()
+            small._absorb_constants(masks)
         channel = [i for i, u in enumerate(units) if u.kind == "channels" and not bool(masks[i].all())]
         roots = {i: small._channel_root(i) for i in channel}  # before blocks go: indices are of `self`
         gone = [i for i, (u, m) in enumerate(zip(units, masks)) if u.kind == "block" and not bool(m.any())]
@@ -202,6 +203,10 @@ class GatedNetwork(nn.Module):
             small.train(was)
         small._after_compact(masks)
         return small
+
+    def _absorb_constants(self, masks) -> None:
+        """Before channels go: move the output of each removed channel that is a constant (not
+        zero) into the layer that reads it. Nothing by default: a closed gate zeroes its channel."""
 
     def _after_compact(self, masks) -> None:
         """Bookkeeping of a compacted copy (sizes of its units); nothing by default."""

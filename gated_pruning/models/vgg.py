@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gated_pruning.gates import Gate
-from gated_pruning.models.families import GATE_POSITIONS, VGG_LAYERS
+from gated_pruning.models.families import VGG_GATE_POSITIONS, VGG_LAYERS
 from gated_pruning.models.layers import GatedBatchNorm2d, fold_gate
 from gated_pruning.models.protocol import GatedNetwork, LayerCost, Unit
 
@@ -38,17 +38,22 @@ class ConvBlock(nn.Module):
     pruned can never come back. `gate_position="relu"`: the gate multiplies the block's output
     after the ReLU (the structure's output, as SSS puts it): the same function for gates >= 0,
     one more multiply, and a closed gate still sees d(loss)/d(gate) = the gradient of reopening
-    its channel.
+    its channel. `gate_position="scale"`: the gate is batch norm's scale alone (gamma; the bias
+    stays), as Ye et al. (ICLR 2018) shrink it: a closed channel outputs the constant relu(beta),
+    which the cut moves into the next layer (`VGG._absorb_constants`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, gate: Gate | None = None,
                  bn_weight: bool = True, gate_position: str = "bn"):
         super().__init__()
-        if gate_position not in GATE_POSITIONS:
-            raise ValueError(f"model.gate_position={gate_position!r} is not one of {GATE_POSITIONS}")
+        if gate_position not in VGG_GATE_POSITIONS:
+            raise ValueError(f"model.gate_position={gate_position!r} is not one of {VGG_GATE_POSITIONS}")
+        if gate is not None and gate_position == "scale" and bn_weight:
+            raise ValueError("model.gate_position=scale makes the gate batch norm's scale: set model.bn_weight=false")
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        folded = [gate] if gate is not None and gate_position == "bn" else []
-        self.bn = GatedBatchNorm2d(out_channels, folded, affine_weight=bn_weight or gate is None)
+        folded = [gate] if gate is not None and gate_position in ("bn", "scale") else []
+        self.bn = GatedBatchNorm2d(out_channels, folded, affine_weight=bn_weight or gate is None,
+                                   scale_only=gate_position == "scale")
         self.gate = gate
         self.gate_position = gate_position
 
@@ -141,6 +146,26 @@ class VGG(GatedNetwork):
         for _, b in self.conv_blocks():
             b.fold()
         self.gated = False
+
+    def _absorb_constants(self, masks) -> None:
+        """A removed channel whose folded batch norm has weight 0 outputs relu(bias) everywhere
+        (gate_position=scale; elsewhere the bias went with the gate and this adds nothing). Max
+        pools keep a constant, so the next conv adds sum over its kernel of W[:, c] * relu(bias_c)
+        to each output, which its batch norm's running mean absorbs; the classifier (after the
+        global max pool) adds W[:, c] * relu(bias_c) to its bias, exactly. The conv's share is
+        exact inside the map only: at its zero-padded border the kernel reads part of the
+        constant (as in Ye et al.'s cut)."""
+        blocks = self.conv_blocks()
+        for unit, (_, block) in enumerate(blocks):
+            gone = ~masks[unit].to(block.bn.weight.device)
+            value = torch.where(gone & (block.bn.weight == 0), F.relu(block.bn.bias), torch.zeros_like(block.bn.bias))
+            if not bool(value.any()):
+                continue
+            if unit + 1 < len(blocks):
+                nxt = blocks[unit + 1][1]
+                nxt.bn.running_mean -= torch.einsum("ochw,c->o", nxt.conv.weight, value)
+            else:
+                self.classifier.bias += self.classifier.weight @ value
 
     def _channel_root(self, unit: int):
         import torch_pruning as tp
