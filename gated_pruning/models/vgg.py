@@ -122,7 +122,9 @@ class VGG(GatedNetwork):
         return [b.gate for _, b in self.conv_blocks() if b.gate is not None]
 
     def regrows(self) -> list[bool]:
-        return [b.gate_position == "relu" for _, b in self.conv_blocks()]
+        # after the ReLU a closed gate sees its channel's gradient; as batch norm's scale alone it
+        # does while relu(beta) is open (beta > 0: the usual case of a trained network, not a rule)
+        return [b.gate_position in ("relu", "scale") for _, b in self.conv_blocks()]
 
     def cost_table(self) -> list[LayerCost]:
         table, size, i = [], self.input_size, 0
