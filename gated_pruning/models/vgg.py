@@ -159,6 +159,8 @@ class VGG(GatedNetwork):
         constant (as in Ye et al.'s cut)."""
         blocks = self.conv_blocks()
         for unit, (_, block) in enumerate(blocks):
+            if bool(masks[unit].all()):  # nothing goes (a cut in layers may pass the done ones so)
+                continue
             gone = ~masks[unit].to(block.bn.weight.device)
             value = torch.where(gone & (block.bn.weight == 0), F.relu(block.bn.bias), torch.zeros_like(block.bn.bias))
             if not bool(value.any()):
