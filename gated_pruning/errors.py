@@ -55,15 +55,32 @@ def stop_signals_handled(handler):
             signal.signal(s, h)
 
 
+_taken: list = []  # the stop signals the raising handler took in the current block
+
+
 @contextlib.contextmanager
 def stop_signals_raise():
     """SIGINT and SIGTERM stop at once with `Interrupted` inside the block (training replaces
-    this by its own handler, which first finishes the step and saves a checkpoint)."""
+    this by its own handler, which first finishes the step and saves a checkpoint). The signal is
+    also noted for `raise_if_stopped`: a handler that runs inside a callback (a weakref's, such as
+    importlib's module locks) has its exception printed and dropped by Python, "Exception ignored"."""
     def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        _taken.append(signal.Signals(signum).name)
+        raise Interrupted(_taken[-1])
 
-    with stop_signals_handled(handler):
-        yield
+    _taken.clear()
+    try:
+        with stop_signals_handled(handler):
+            yield
+    finally:
+        _taken.clear()
+
+
+def raise_if_stopped() -> None:
+    """Before a run writes what it delivers: a stop signal whose `Interrupted` Python dropped
+    (see `stop_signals_raise`) stops the run here, so that nothing is written after it."""
+    if _taken:
+        raise Interrupted(_taken[0])
 
 
 class StopRequest:

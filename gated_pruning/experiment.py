@@ -18,7 +18,7 @@ from gated_pruning.checkpoint import fingerprint
 from gated_pruning.config.checks import budget_runs
 from gated_pruning.config.keys import check_config
 from gated_pruning.data import build_data
-from gated_pruning.errors import ConfigError
+from gated_pruning.errors import ConfigError, raise_if_stopped
 from gated_pruning.models.protocol import kept_by_name, rebuilt
 from gated_pruning.optim import lr_lambda, split_parameters
 from gated_pruning.record import RESULTS
@@ -220,6 +220,7 @@ def _run(cfg, run_dir, device, run_name, group, choices) -> dict:
         results["target"], missed = outcome(arch["target"], reached(results, arch["target"]["kind"]))
         results["time"]["end"] = now()
         results = record.build(results)
+        raise_if_stopped()
         write_json(results, os.path.join(run_dir, RESULTS))
         if missed:
             print(f"warning: {missed}", file=sys.stderr)

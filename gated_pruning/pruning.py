@@ -14,7 +14,7 @@ import sys
 import torch
 from omegaconf import OmegaConf
 
-from gated_pruning.errors import ConfigError
+from gated_pruning.errors import ConfigError, raise_if_stopped
 from gated_pruning.export import COMPACT_FILE, ONNX_FILE, compact_meta, exported, onnx_bytes, onnx_missing, save_compact
 from gated_pruning import reconstruction
 from gated_pruning.importance import RECONSTRUCTING
@@ -156,6 +156,7 @@ def prune(model, cfg, evaluate, data, out_dir: str, tracker=None, run_dir: str =
                                       step_offset=step_offset, val_loader=data.val)
         top1 = result["finetune"]["test"]["top1"]
     onnx = os.path.join(out_dir, ONNX_FILE) if onnx_wanted(cfg.prune) else None
+    raise_if_stopped()
     save_compact(small, os.path.join(out_dir, COMPACT_FILE), compact_meta(cfg, result, top1, data.described), onnx)
     result["onnx"] = ONNX_FILE if onnx else None
     return result, small

@@ -517,3 +517,31 @@ def test_a_missing_torch_pruning_is_found_before_the_run_not_after_its_training(
     r = run_py("experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPATH": str(hide)})
     assert r.returncode == 2 and "torch-pruning is not installed" in one_error_line(r.stderr)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as expected
+def test_a_stop_whose_exception_python_drops_in_a_callback_still_stops_the_run_before_it_writes():
+    """A SIGTERM handled inside a weakref callback (importlib's module locks use them): Python
+    prints "Exception ignored" and goes on, so the run would write its results as if never
+    stopped; `raise_if_stopped`, called before results.json and compact.pt2 are written, stops it."""
+    import weakref
+
+    from gated_pruning.errors import Interrupted, raise_if_stopped, stop_signals_raise
+
+    class Thing:
+        pass
+
+    def callback(_):
+        signal.raise_signal(signal.SIGTERM)
+        sum(range(1000))  # the handler runs between these bytecodes: its exception is dropped
+
+    went_on = False
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with stop_signals_raise():
+            thing = Thing()
+            ref = weakref.ref(thing, callback)
+            del thing
+            went_on = ref() is None
+            raise_if_stopped()
+    assert went_on  # the signal's own exception did not stop the block
+    raise_if_stopped()  # outside the block nothing is pending
