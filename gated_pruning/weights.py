@@ -9,8 +9,8 @@ each gate keeps its initial value, so with `model.gate_init=1` (and no jitter) t
 computes the trained network's function at its first step; a gated run's file fills its gates
 too. A gate that is batch norm's scale (`model.gate_position=scale`) takes the file's gamma as its
 value and the norm's weight becomes 1 (`GatedBatchNorm2d.take_scale`): the same function, with
-the gamma the penalty shrinks in the gate. Anything else that does not match (a key missing on either side, a shape that differs) is
-one `ConfigError` naming the first few, before any work.
+the gamma the penalty shrinks in the gate. Anything else that does not match (a key missing on
+either side, a shape that differs) is one `ConfigError` naming the first few, before any work.
 """
 from __future__ import annotations
 
